@@ -1,0 +1,141 @@
+"""Typed errors of the protocol package.
+
+Every error carries a stable ``code`` (kebab-case, like Alipay's own platform codes) and says
+whether a retry may help. Messages never contain keys, codes or tokens: they are meant to be
+logged and shown to operators as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Business codes after which the grant itself is spent: retrying with the same code or
+# refresh token can never succeed, only a new authorization by the merchant can.
+DEAD_GRANT_CODES = frozenset(
+    {
+        "AUTH_CODE_NOT_EXIST",
+        "AUTH_CODE_NOT_VALID",
+        "REFRESH_TOKEN_NOT_EXIST",
+        "REFRESH_TOKEN_NOT_VALID",
+        "REFRESH_TOKEN_TIME_OUT",
+        "AUTH_TOKEN_NOT_FOUND",
+        "APP_ID_NOT_CONSISTENT",
+        "invalid-app-auth-token",
+        "app-auth-token-time-out",
+    }
+)
+
+
+class AlipayError(Exception):
+    """Base of every error raised by ``alipay_v3``."""
+
+    code: str = "alipay-error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class ConfigError(AlipayError):
+    """The configuration (keys, certificates, gateway) cannot be used as given."""
+
+    code = "invalid-config"
+
+
+class ResponseVerificationError(AlipayError):
+    """A response failed verification; its content must not be used."""
+
+    code = "response-signature-verify-error"
+
+
+class UnknownAlipayCertError(ResponseVerificationError):
+    """The response names an Alipay certificate (``alipay-sn``) we do not hold."""
+
+    code = "response-alipay-sn-verify-error"
+
+    def __init__(self, sn: str, known: list[str]) -> None:
+        super().__init__(
+            f"Alipay signed this response with certificate SN {sn!r}, which is not among the configured "
+            f"Alipay certificates ({', '.join(known) or 'none'}). Download the current Alipay public "
+            "certificate (alipayCertPublicKey_RSA2.crt) from the Alipay console and add it to alipay_cert."
+        )
+        self.sn = sn
+
+
+class DecryptError(AlipayError):
+    """AES content could not be decrypted with the configured encrypt_key."""
+
+    code = "decrypt-error"
+
+
+class MalformedResponseError(AlipayError):
+    """A verified response does not have the documented shape."""
+
+    code = "malformed-response"
+
+
+class TransportError(AlipayError):
+    """The HTTP exchange itself failed (connection, timeout, reset).
+
+    ``request_sent`` tells whether Alipay may have received and processed the request: when it
+    is true the outcome is unknown (a code may be spent, a refresh token rotated).
+    """
+
+    code = "transport-error"
+    retryable = True
+
+    def __init__(self, message: str, *, request_sent: bool) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class AlipayApiError(AlipayError):
+    """Alipay answered with an error envelope ``{"code", "message", "links"}``.
+
+    ``verified`` is false for an unsigned error response: its content is a hint from the
+    network, not a statement Alipay signed, and callers must not act on it irreversibly.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int,
+        trace_id: str | None = None,
+        links: list[dict[str, Any]] | None = None,
+        verified: bool = False,
+    ) -> None:
+        super().__init__(
+            f"Alipay answered HTTP {http_status}: {message}" + (f" (trace id {trace_id})" if trace_id else ""),
+            code=code,
+            retryable=http_status >= 500 or http_status == 429,
+        )
+        self.alipay_message = message
+        self.http_status = http_status
+        self.trace_id = trace_id
+        self.links = links or []
+        self.verified = verified
+
+    @property
+    def grant_dead(self) -> bool:
+        """True when the code or refresh token used is spent for good."""
+        return self.code in DEAD_GRANT_CODES
+
+
+class RequestVerificationError(AlipayError):
+    """Server side: an incoming request fails authentication (used by the emulator)."""
+
+    code = "invalid-signature"
+
+    def __init__(self, message: str, *, code: str = "invalid-signature", http_status: int = 401) -> None:
+        super().__init__(message, code=code)
+        self.http_status = http_status

@@ -1,0 +1,135 @@
+"""``alipay.open.auth.token.app``: exchange an app_auth_code, refresh an app_refresh_token."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .client import AlipayClient
+from .errors import AlipayError, MalformedResponseError
+
+TOKEN_PATH = "/v3/alipay/open/auth/token/app"
+# Codes and tokens seen in the wild are 32-40 characters of [A-Za-z0-9]; allow some slack for the
+# format to grow, but nothing that could smuggle a separator into a request or a log line.
+_GRANT_VALUE = re.compile(r"^[A-Za-z0-9_.\-]{8,128}$")
+
+
+def mask(secret: str | None) -> str:
+    """Enough of a token to tell two apart in a log, not enough to use it."""
+    if not secret:
+        return "-"
+    return f"{secret[:4]}…({len(secret)})"
+
+
+def _optional_int(value: Any, name: str) -> int | None:
+    """Lifetimes come as JSON strings in the v3 schema and as numbers in older examples."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise MalformedResponseError(f"{name} is not a number")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise MalformedResponseError(f"{name} is not a number") from exc
+
+
+@dataclass(frozen=True, repr=False)
+class AppToken:
+    """One authorized merchant app. ``obtained_at`` is our clock when Alipay answered."""
+
+    auth_app_id: str
+    user_id: str
+    app_auth_token: str
+    app_refresh_token: str
+    expires_in: int | None
+    re_expires_in: int | None
+    obtained_at: float
+
+    def __repr__(self) -> str:
+        return (
+            f"AppToken(auth_app_id={self.auth_app_id!r}, user_id={self.user_id!r}, "
+            f"app_auth_token={mask(self.app_auth_token)}, app_refresh_token={mask(self.app_refresh_token)}, "
+            f"expires_in={self.expires_in}, re_expires_in={self.re_expires_in})"
+        )
+
+    @property
+    def refresh_expires_at(self) -> float | None:
+        return None if self.re_expires_in is None else self.obtained_at + self.re_expires_in
+
+    @property
+    def expires_at(self) -> float | None:
+        return None if self.expires_in is None else self.obtained_at + self.expires_in
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any], obtained_at: float) -> AppToken:
+        missing = [name for name in ("app_auth_token", "app_refresh_token", "auth_app_id") if not fields.get(name)]
+        if missing:
+            raise MalformedResponseError(f"the token response lacks {', '.join(missing)}")
+        return cls(
+            auth_app_id=str(fields["auth_app_id"]),
+            user_id=str(fields.get("user_id") or ""),
+            app_auth_token=str(fields["app_auth_token"]),
+            app_refresh_token=str(fields["app_refresh_token"]),
+            expires_in=_optional_int(fields.get("expires_in"), "expires_in"),
+            re_expires_in=_optional_int(fields.get("re_expires_in"), "re_expires_in"),
+            obtained_at=obtained_at,
+        )
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What one call returned: one token per authorized app (several for a batch authorization)."""
+
+    tokens: tuple[AppToken, ...]
+    trace_id: str | None
+
+    @property
+    def primary(self) -> AppToken:
+        return self.tokens[0]
+
+
+def parse_token_response(data: Mapping[str, Any], obtained_at: float) -> tuple[AppToken, ...]:
+    """Both shapes: the flat fields, and ``tokens[]`` for batch authorizations (or both at once)."""
+    found: dict[str, AppToken] = {}
+    if data.get("app_auth_token"):
+        token = AppToken.from_fields(data, obtained_at)
+        found[token.auth_app_id] = token
+    batch = data.get("tokens") or []
+    if not isinstance(batch, list):
+        raise MalformedResponseError("tokens is not a list")
+    for item in batch:
+        if not isinstance(item, Mapping):
+            raise MalformedResponseError("an element of tokens is not an object")
+        token = AppToken.from_fields(item, obtained_at)
+        found.setdefault(token.auth_app_id, token)
+    if not found:
+        raise MalformedResponseError("the token response holds no app_auth_token")
+    return tuple(found.values())
+
+
+def _check_grant_value(value: str, name: str) -> None:
+    if not isinstance(value, str) or not _GRANT_VALUE.match(value):
+        raise AlipayError(f"{name} has an impossible shape (8-128 letters and digits expected)", code="invalid-argument")
+
+
+class TokenApi:
+    def __init__(self, client: AlipayClient, *, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.clock = clock
+
+    def exchange_code(self, app_auth_code: str, *, encrypt: bool = False) -> TokenGrant:
+        """grant_type=authorization_code. Not retried once sent: a code is single-use."""
+        _check_grant_value(app_auth_code, "app_auth_code")
+        return self._call({"grant_type": "authorization_code", "code": app_auth_code}, encrypt, idempotent=False)
+
+    def refresh(self, app_refresh_token: str, *, encrypt: bool = False) -> TokenGrant:
+        """grant_type=refresh_token. Retried: the old refresh token stays valid through its grace window."""
+        _check_grant_value(app_refresh_token, "app_refresh_token")
+        return self._call({"grant_type": "refresh_token", "refresh_token": app_refresh_token}, encrypt, idempotent=True)
+
+    def _call(self, body: dict[str, str], encrypt: bool, *, idempotent: bool) -> TokenGrant:
+        response = self.client.call("POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent)
+        return TokenGrant(parse_token_response(response.data, self.clock()), response.trace_id)

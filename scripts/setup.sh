@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything the project needs, on a fresh machine or over an existing set-up.
+# Idempotent: re-running it only installs what changed. Says what is missing when it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+find_python313() {
+  for candidate in "${PYTHON:-}" python3.13 "$HOME/.pyenv/versions/3.13"*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+
+say "Python 3.13 virtualenv (.venv)"
+PY=$(find_python313) || die "no Python 3.13 found (the Lambda runtime is python3.13). Install one, e.g. 'pyenv install 3.13', or set PYTHON=/path/to/python3.13"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+  rm -rf .venv
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
+
+say "Node packages (the official Alipay SDK as test oracle)"
+command -v npm >/dev/null 2>&1 || die "npm not found; install Node.js 20+ (apt-get install nodejs npm)"
+npm ci --no-audit --no-fund --loglevel=error
+
+say "done: .venv/bin/alipay-v3 --help"
