@@ -33,7 +33,9 @@ def private_pem(key: rsa.RSAPrivateKey, pkcs8: bool = False) -> str:
 
 def public_pem(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> str:
     public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
 
 
 def pem_body(pem: str) -> str:
@@ -63,13 +65,11 @@ def make_cert(
     issuer_key: KeyLike,
     *,
     serial: int | None = None,
-    hash_algorithm: hashes.HashAlgorithm | None = None,
     ca: bool = False,
     days: int = 3650,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
-    if hash_algorithm is None:
-        hash_algorithm = hashes.SHA384() if isinstance(issuer_key, ec.EllipticCurvePrivateKey) else hashes.SHA256()
+    hash_algorithm = hashes.SHA384() if isinstance(issuer_key, ec.EllipticCurvePrivateKey) else hashes.SHA256()
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -85,7 +85,11 @@ def make_cert(
 
 def _der(tag: int, content: bytes) -> bytes:
     n = len(content)
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8)
+    length = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8)
+    )
     return bytes([tag]) + length + content
 
 
@@ -116,7 +120,14 @@ def make_root_bundle(rsa_root_key: rsa.RSAPrivateKey) -> tuple[list[x509.Certifi
     sha1_key = new_rsa_key()
     sha1_name = _name("Sandbox Class 2 Root CA - G3", ou="Trust Services", o="Sandbox Trust")
     sha1_root = resign_with_sha1(
-        make_cert(sha1_name, sha1_key.public_key(), sha1_name, sha1_key, ca=True, serial=(1 << 158) | 0x0123456789ABCDEF),
+        make_cert(
+            sha1_name,
+            sha1_key.public_key(),
+            sha1_name,
+            sha1_key,
+            ca=True,
+            serial=(1 << 158) | 0x0123456789ABCDEF,
+        ),
         sha1_key,
     )
     return [ec_root, rsa_root, sha1_root], rsa_name
@@ -142,22 +153,40 @@ class DevCredentials:
         ca_name = _name("Sandbox Certification Authority Class 1 R1")
         ca_cert = make_cert(ca_name, ca_key.public_key(), root_name, root_key, ca=True)
         app_cert = make_cert(
-            _name(app_id, ou="Alipay Open Platform", o="Sandbox ISV"), app_key.public_key(), ca_name, ca_key,
+            _name(app_id, ou="Alipay Open Platform", o="Sandbox ISV"),
+            app_key.public_key(),
+            ca_name,
+            ca_key,
             serial=int.from_bytes(os.urandom(16)) >> 2,  # Alipay leaf serials are 126 bits
         )
         alipay_cert = make_cert(
-            _name("Alipay Sandbox", ou="Alipay Open Platform", o="Alipay"), alipay_key.public_key(), ca_name, ca_key,
+            _name("Alipay Sandbox", ou="Alipay Open Platform", o="Alipay"),
+            alipay_key.public_key(),
+            ca_name,
+            ca_key,
             serial=int.from_bytes(os.urandom(16)) >> 2,
         )
         encrypt_key = base64.b64encode(os.urandom(16)).decode()
-        return cls(app_id, app_key, alipay_key, encrypt_key, app_cert, alipay_cert, roots, {"ca_cert": ca_cert})
+        return cls(
+            app_id, app_key, alipay_key, encrypt_key, app_cert, alipay_cert, roots, {"ca_cert": ca_cert}
+        )
 
     def client_config(
-        self, gateway: str, *, cert_mode: bool = False, aes: bool = False, pkcs8: bool = False, pem: bool = True
+        self,
+        gateway: str,
+        *,
+        cert_mode: bool = False,
+        aes: bool = False,
+        pkcs8: bool = False,
+        pem: bool = True,
     ) -> dict[str, str]:
         """The ISV's configuration JSON (the shape ``AlipayConfig.from_mapping`` reads)."""
         key = private_pem(self.app_key, pkcs8=pkcs8)
-        config: dict[str, str] = {"app_id": self.app_id, "private_key": key if pem else pem_body(key), "gateway": gateway}
+        config: dict[str, str] = {
+            "app_id": self.app_id,
+            "private_key": key if pem else pem_body(key),
+            "gateway": gateway,
+        }
         if cert_mode:
             config.update(
                 app_cert=cert_pem(self.app_cert),
@@ -165,7 +194,9 @@ class DevCredentials:
                 alipay_root_cert="".join(cert_pem(c) for c in self.root_bundle),
             )
         else:
-            config["alipay_public_key"] = public_pem(self.alipay_key) if pem else pem_body(public_pem(self.alipay_key))
+            config["alipay_public_key"] = (
+                public_pem(self.alipay_key) if pem else pem_body(public_pem(self.alipay_key))
+            )
         if aes:
             config["encrypt_key"] = self.encrypt_key
         return config

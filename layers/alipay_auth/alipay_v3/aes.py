@@ -49,4 +49,6 @@ class AesKey:
             unpadder = padding.PKCS7(128).unpadder()
             return (unpadder.update(padded) + unpadder.finalize()).decode()
         except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-            raise DecryptError("the content could not be decrypted; check that encrypt_key is current") from exc
+            raise DecryptError(
+                "the content could not be decrypted; check that encrypt_key is current"
+            ) from exc

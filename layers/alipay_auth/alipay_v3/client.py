@@ -67,7 +67,9 @@ class AlipayAuth(requests.auth.AuthBase):
         content = request_sign_content(
             auth_string, request.method or "GET", request.path_url, body, self.app_auth_token
         )
-        request.headers["Authorization"] = authorization_header(auth_string, sign(self.config.private_key.key, content))
+        request.headers["Authorization"] = authorization_header(
+            auth_string, sign(self.config.private_key.key, content)
+        )
         if self.app_auth_token:
             request.headers["alipay-app-auth-token"] = self.app_auth_token
         if self.config.alipay_root_cert_sn:
@@ -81,7 +83,9 @@ def _request_reached_server(exc: requests.RequestException) -> bool:
         return False
     if isinstance(exc, requests.ConnectionError) and exc.args:
         inner = exc.args[0]
-        if isinstance(inner, MaxRetryError) and isinstance(inner.reason, (NewConnectionError, ConnectTimeoutError)):
+        if isinstance(inner, MaxRetryError) and isinstance(
+            inner.reason, (NewConnectionError, ConnectTimeoutError)
+        ):
             return False
     return True
 
@@ -167,7 +171,9 @@ class AlipayClient:
             if not may_retry or attempt == self.max_attempts:
                 raise error
             delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))  # noqa: S311
-            logger.info("retrying %s %s after %s (attempt %d, in %.2fs)", method, path, error.code, attempt, delay)
+            logger.info(
+                "retrying %s %s after %s (attempt %d, in %.2fs)", method, path, error.code, attempt, delay
+            )
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -184,7 +190,9 @@ class AlipayClient:
         auth = AlipayAuth(self.config, app_auth_token=app_auth_token, clock=self._clock, nonce=self._nonce)
         started = time.monotonic()
         try:
-            response = self.session.request(method, url, data=payload, headers=headers, auth=auth, timeout=self.timeout)
+            response = self.session.request(
+                method, url, data=payload, headers=headers, auth=auth, timeout=self.timeout
+            )
         except requests.RequestException as exc:
             reached = _request_reached_server(exc)
             raise TransportError(
@@ -201,10 +209,14 @@ class AlipayClient:
             response.headers.get("alipay-trace-id"),
         )
         try:
-            return open_response(self.config, response.status_code, response.headers, response.content, encrypted=encrypted)
+            return open_response(
+                self.config, response.status_code, response.headers, response.content, encrypted=encrypted
+            )
         except UnknownAlipayCertError:
             if self._reload_config is None:
                 raise
             # Alipay rotated its certificate: reload once and check the same bytes again.
             self.config = self._reload_config()
-            return open_response(self.config, response.status_code, response.headers, response.content, encrypted=encrypted)
+            return open_response(
+                self.config, response.status_code, response.headers, response.content, encrypted=encrypted
+            )

@@ -10,7 +10,8 @@
       "alipay_cert": "<certificate mode: alipayCertPublicKey_RSA2.crt, one or several>",
       "alipay_root_cert": "<certificate mode: alipayRootCert.crt>",
       "encrypt_key": "<optional AES key, base64>",
-      "gateway": "production | sandbox | https://..."
+      "gateway": "production | sandbox | https://...",
+      "app_public_key": "<optional: the app public key, checked against private_key>"
     }
 
 Everything is parsed and checked once, when the config is built, so that a call only signs.
@@ -126,11 +127,17 @@ class AlipayConfig:
             raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
         app_id = str(data.get("app_id") or "").strip()
         if not _APP_ID.match(app_id):
-            raise ConfigError("app_id must be the numeric APPID from the Alipay console (e.g. 2021000000000001)")
+            raise ConfigError(
+                "app_id must be the numeric APPID from the Alipay console (e.g. 2021000000000001)"
+            )
         if not data.get("private_key"):
             raise ConfigError("private_key is required (the app private key, 应用私钥)")
         private_key = load_private_key(str(data["private_key"]))
         own_public = private_key.key.public_key()
+        if data.get("app_public_key") and not _same_key(
+            load_public_key(str(data["app_public_key"]), "app_public_key").key, own_public
+        ):
+            raise ConfigError("app_public_key does not match private_key; they are not one key pair")
         gateway = resolve_gateway(data.get("gateway"))
         aes = AesKey(str(data["encrypt_key"])) if data.get("encrypt_key") else None
 
@@ -147,11 +154,15 @@ class AlipayConfig:
                     "alipay_public_key is your app's own public key (应用公钥); use the Alipay public key "
                     "(支付宝公钥) shown next to it in the console"
                 )
-            return cls(app_id, private_key, gateway, alipay_public_key=public, aes=aes, _alipay_keys={"": public.key})
+            return cls(
+                app_id, private_key, gateway, alipay_public_key=public, aes=aes, _alipay_keys={"": public.key}
+            )
         if len(cert_fields) != 3:
             missing = sorted({"app_cert", "alipay_cert", "alipay_root_cert"} - set(cert_fields))
             if not cert_fields:
-                raise ConfigError("give alipay_public_key (public-key mode) or the three certificates (certificate mode)")
+                raise ConfigError(
+                    "give alipay_public_key (public-key mode) or the three certificates (certificate mode)"
+                )
             raise ConfigError(f"certificate mode needs all three certificates; missing: {', '.join(missing)}")
 
         app_cert = load_certificates(str(data["app_cert"]), "app_cert")[0]
@@ -186,7 +197,9 @@ class AlipayConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"the configuration is not valid JSON (line {exc.lineno}, column {exc.colno})") from exc
+            raise ConfigError(
+                f"the configuration is not valid JSON (line {exc.lineno}, column {exc.colno})"
+            ) from exc
         return cls.from_mapping(data)
 
     @classmethod

@@ -115,7 +115,8 @@ class AlipayApiError(AlipayError):
         verified: bool = False,
     ) -> None:
         super().__init__(
-            f"Alipay answered HTTP {http_status}: {message}" + (f" (trace id {trace_id})" if trace_id else ""),
+            f"Alipay answered HTTP {http_status}: {message}"
+            + (f" (trace id {trace_id})" if trace_id else ""),
             code=code,
             retryable=http_status >= 500 or http_status == 429,
         )

@@ -102,7 +102,9 @@ def load_private_key(text: str) -> LoadedPrivateKey:
     except (ValueError, TypeError) as exc:
         raise ConfigError("private_key could not be parsed as an RSA private key (PKCS#1 or PKCS#8)") from exc
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError(f"private_key is a {type(key).__name__}; Alipay v3 signs with RSA2 (RSA-SHA256) only")
+        raise ConfigError(
+            f"private_key is a {type(key).__name__}; Alipay v3 signs with RSA2 (RSA-SHA256) only"
+        )
     return LoadedPrivateKey(key, encoding, _der_structure(der), label)
 
 
@@ -112,21 +114,18 @@ def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicK
     if label and "PRIVATE" in label:
         raise ConfigError(f"{what} holds a private key; never share it, and use the public key here")
     if label == "CERTIFICATE":
-        raise ConfigError(f"{what} holds a certificate; put certificates in app_cert/alipay_cert (certificate mode)")
+        raise ConfigError(
+            f"{what} holds a certificate; put certificates in app_cert/alipay_cert (certificate mode)"
+        )
     try:
         key = serialization.load_der_public_key(der)
-        structure = "SPKI"
-    except (ValueError, TypeError):
-        try:
-            key = serialization.load_der_private_key(der, password=None).public_key()
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{what} could not be parsed as an RSA public key") from exc
-        raise ConfigError(f"{what} holds a private key; never share it, and use the public key here")
+    except (ValueError, TypeError) as exc:
+        if _der_structure(der) != "unknown":  # it parses as a private key structure
+            raise ConfigError(f"{what} holds a private key; never share it, and use the public key here") from None
+        raise ConfigError(f"{what} could not be parsed as an RSA public key") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError(f"{what} is not an RSA key")
-    if label == "RSA PUBLIC KEY":
-        structure = "PKCS#1"
-    return LoadedPublicKey(key, encoding, structure)
+    return LoadedPublicKey(key, encoding, "PKCS#1" if label == "RSA PUBLIC KEY" else "SPKI")
 
 
 def load_certificates(text: str, what: str) -> list[x509.Certificate]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import AlipayConfig
-from .errors import AlipayApiError, MalformedResponseError, ResponseVerificationError
+from .errors import AlipayApiError, DecryptError, MalformedResponseError, ResponseVerificationError
 from .signing import response_sign_content, verify
 
 
@@ -79,9 +79,12 @@ def open_response(
         verify_response(config, headers, body)
         plaintext: str | bytes = body
         if encrypted and body.strip():
-            assert config.aes is not None  # the request could not have been encrypted otherwise
+            if config.aes is None:
+                raise DecryptError("the response is encrypted but no encrypt_key is configured")
             plaintext = config.aes.decrypt(body)
-        return AlipayResponse(status, _json_object(plaintext, "the response body") if plaintext else {}, trace_id)
+        return AlipayResponse(
+            status, _json_object(plaintext, "the response body") if plaintext else {}, trace_id
+        )
 
     signed = _is_signed(headers)
     if signed:

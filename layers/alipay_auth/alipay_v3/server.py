@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .errors import RequestVerificationError
-from .signing import ParsedAuthorization, parse_authorization, request_sign_content, response_sign_content, sign, verify
+from .signing import (
+    ParsedAuthorization,
+    parse_authorization,
+    request_sign_content,
+    response_sign_content,
+    sign,
+    verify,
+)
 
 DEFAULT_MAX_SKEW_MS = 10 * 60 * 1000
 
@@ -37,9 +44,13 @@ def verify_request(
     try:
         timestamp = int(parsed.fields["timestamp"])
     except ValueError:
-        raise RequestVerificationError("timestamp is not a number", code="invalid-timestamp", http_status=400) from None
+        raise RequestVerificationError(
+            "timestamp is not a number", code="invalid-timestamp", http_status=400
+        ) from None
     if abs(now_ms - timestamp) > max_skew_ms:
-        raise RequestVerificationError("timestamp is too far from the server's clock", code="illegal-timestamp")
+        raise RequestVerificationError(
+            "timestamp is too far from the server's clock", code="illegal-timestamp"
+        )
     key = key_for(parsed)
     content = request_sign_content(
         parsed.auth_string, method, path_and_query, body, _get(headers, "alipay-app-auth-token")

@@ -65,7 +65,9 @@ def sign(private_key: rsa.RSAPrivateKey, content: bytes) -> str:
 
 def verify(public_key: rsa.RSAPublicKey, content: bytes, signature: str) -> bool:
     try:
-        public_key.verify(base64.b64decode(signature, validate=True), content, padding.PKCS1v15(), hashes.SHA256())
+        public_key.verify(
+            base64.b64decode(signature, validate=True), content, padding.PKCS1v15(), hashes.SHA256()
+        )
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
@@ -103,7 +105,9 @@ def parse_authorization(header: str | None) -> ParsedAuthorization:
     for part in auth_string.split(","):
         key, eq, value = part.partition("=")
         if not eq:
-            raise RequestVerificationError(f"malformed auth string element {key[:40]!r}", code="invalid-auth-string")
+            raise RequestVerificationError(
+                f"malformed auth string element {key[:40]!r}", code="invalid-auth-string"
+            )
         fields[key] = value
     for required in ("app_id", "nonce", "timestamp"):
         if not fields.get(required):

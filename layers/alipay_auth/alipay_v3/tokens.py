@@ -11,7 +11,7 @@ from typing import Any
 from .client import AlipayClient
 from .errors import AlipayError, MalformedResponseError
 
-TOKEN_PATH = "/v3/alipay/open/auth/token/app"
+TOKEN_PATH = "/v3/alipay/open/auth/token/app"  # noqa: S105 - an API path, not a secret
 # Codes and tokens seen in the wild are 32-40 characters of [A-Za-z0-9]; allow some slack for the
 # format to grow, but nothing that could smuggle a separator into a request or a log line.
 _GRANT_VALUE = re.compile(r"^[A-Za-z0-9_.\-]{8,128}$")
@@ -65,7 +65,9 @@ class AppToken:
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any], obtained_at: float) -> AppToken:
-        missing = [name for name in ("app_auth_token", "app_refresh_token", "auth_app_id") if not fields.get(name)]
+        missing = [
+            name for name in ("app_auth_token", "app_refresh_token", "auth_app_id") if not fields.get(name)
+        ]
         if missing:
             raise MalformedResponseError(f"the token response lacks {', '.join(missing)}")
         return cls(
@@ -112,7 +114,9 @@ def parse_token_response(data: Mapping[str, Any], obtained_at: float) -> tuple[A
 
 def _check_grant_value(value: str, name: str) -> None:
     if not isinstance(value, str) or not _GRANT_VALUE.match(value):
-        raise AlipayError(f"{name} has an impossible shape (8-128 letters and digits expected)", code="invalid-argument")
+        raise AlipayError(
+            f"{name} has an impossible shape (8-128 letters and digits expected)", code="invalid-argument"
+        )
 
 
 class TokenApi:
@@ -123,12 +127,16 @@ class TokenApi:
     def exchange_code(self, app_auth_code: str, *, encrypt: bool = False) -> TokenGrant:
         """grant_type=authorization_code. Not retried once sent: a code is single-use."""
         _check_grant_value(app_auth_code, "app_auth_code")
-        return self._call({"grant_type": "authorization_code", "code": app_auth_code}, encrypt, idempotent=False)
+        return self._call(
+            {"grant_type": "authorization_code", "code": app_auth_code}, encrypt, idempotent=False
+        )
 
     def refresh(self, app_refresh_token: str, *, encrypt: bool = False) -> TokenGrant:
         """grant_type=refresh_token. Retried: the old refresh token stays valid through its grace window."""
         _check_grant_value(app_refresh_token, "app_refresh_token")
-        return self._call({"grant_type": "refresh_token", "refresh_token": app_refresh_token}, encrypt, idempotent=True)
+        return self._call(
+            {"grant_type": "refresh_token", "refresh_token": app_refresh_token}, encrypt, idempotent=True
+        )
 
     def _call(self, body: dict[str, str], encrypt: bool, *, idempotent: bool) -> TokenGrant:
         response = self.client.call("POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent)
