@@ -1,0 +1,277 @@
+"""The merchant's authorization: links out, the callback back in.
+
+The callback is the one place where a secret arrives that Alipay will not give twice: the
+``app_auth_code`` is single-use. So the order below is the design:
+
+1. validate everything (ours? well-formed? state genuine, unexpired, unused?) - no call to Alipay
+   for input that fails;
+2. claim the code's hash with a conditional write - a reload or a duplicate finds the claim and is
+   answered from it, never exchanged twice;
+3. exchange; 4. store the tokens (encrypted); 5. mark the claim done; only then say "success".
+If step 4 fails after Alipay answered, the sealed result is parked on the replay queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from alipay_v3 import AlipayApiError, AlipayError, AppToken, TokenApi
+
+from . import events
+from .crypto import EnvelopeCipher
+from .errors import AppAuthError, ConcurrentUpdate, InvalidRequest, NotFound, StateRejected, StorageError
+from .links import CONSENT_PAGES, AuthorizationLink, StateSigner, check_isv_ref, consent_urls
+from .settings import Settings
+from .store import Store, code_hash
+
+logger = logging.getLogger(__name__)
+
+_CODE = re.compile(r"^[A-Za-z0-9]{16,64}$")
+SOURCE = "alipay_app_auth"
+# How long a second request for the same code waits for the first one to finish before it is
+# told to reload: long enough for a normal exchange, short enough for a browser.
+_DUPLICATE_WAIT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    outcome: str  # authorized | in_progress | code_spent | unconfirmed | parked
+    auth_app_ids: tuple[str, ...] = ()
+    isv_ref: str | None = None
+    repeated: bool = False  # answered from an earlier request's record
+    fresh_link: str | None = None
+
+
+class ReplayQueue:
+    """Where a result goes when Alipay answered but the table did not take it."""
+
+    def __init__(self, sqs: Any, queue_url: str | None, cipher: EnvelopeCipher) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+        self._cipher = cipher
+
+    def park(self, tokens: tuple[AppToken, ...], *, isv_ref: str | None, digest: str) -> bool:
+        if not self._url:
+            return False
+        pk = f"PARKED#{digest}"
+        sealed = self._cipher.seal(
+            {
+                "tokens": [
+                    {
+                        "auth_app_id": t.auth_app_id,
+                        "user_id": t.user_id,
+                        "app_auth_token": t.app_auth_token,
+                        "app_refresh_token": t.app_refresh_token,
+                        "expires_in": t.expires_in,
+                        "re_expires_in": t.re_expires_in,
+                        "obtained_at": t.obtained_at,
+                    }
+                    for t in tokens
+                ],
+                "isv_ref": isv_ref,
+            },
+            pk=pk,
+            field="parked",
+        )
+        body = {
+            "kind": "authorization",
+            "pk": pk,
+            "auth_app_ids": [t.auth_app_id for t in tokens],
+            "sealed": {k: ({"B": v["B"].hex()} if "B" in v else v) for k, v in sealed["M"].items()},
+        }
+        try:
+            self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps(body))
+        except Exception:  # the last line of defence must not raise past the caller
+            logger.exception("parking an authorization result failed")
+            return False
+        return True
+
+
+class AuthorizationService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        signer: Callable[[], StateSigner],
+        token_api: Callable[[], TokenApi],
+        isv_app_id: Callable[[], str],
+        publisher: events.EventPublisher,
+        replay: ReplayQueue,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._signer = signer
+        self._token_api = token_api
+        self._isv_app_id = isv_app_id
+        self.publisher = publisher
+        self.replay = replay
+        self._clock = clock
+        self._sleep = sleep
+
+    # -- links -------------------------------------------------------------------------------------
+
+    def create_link(
+        self, isv_ref: str | None = None, *, callback_url: str | None = None
+    ) -> AuthorizationLink:
+        isv_ref = check_isv_ref(isv_ref)
+        redirect_uri = callback_url or self.settings.callback_url
+        if not redirect_uri:
+            raise InvalidRequest("no callback URL is configured (CALLBACK_URL)", code="no-callback-url")
+        issued = self._signer().issue(self.settings.state_ttl_seconds)
+        self.store.put_state(issued.state_id, isv_ref=isv_ref, expires_at=issued.expires_at)
+        consent_page = self.settings.consent_page_url or CONSENT_PAGES[self.settings.alipay_environment]
+        classic, b_alipay = consent_urls(
+            isv_app_id=self._isv_app_id(),
+            redirect_uri=redirect_uri,
+            state=issued.value,
+            consent_page=consent_page,
+        )
+        return AuthorizationLink(classic, b_alipay, issued.value, issued.expires_at, isv_ref)
+
+    def consent_link_for_state(self, state: str, *, callback_url: str | None = None) -> str:
+        """Where ``/authorize?state=…`` sends the merchant: Alipay's consent page for this state."""
+        if not state:
+            raise StateRejected("the link carries no state", code="state-missing")
+        if not self.store.state_usable(self._signer().verify(state)):
+            raise StateRejected("this authorization link was already used or has expired", code="state-used")
+        redirect_uri = callback_url or self.settings.callback_url
+        if not redirect_uri:
+            raise InvalidRequest("no callback URL is configured (CALLBACK_URL)", code="no-callback-url")
+        consent_page = self.settings.consent_page_url or CONSENT_PAGES[self.settings.alipay_environment]
+        classic, _ = consent_urls(
+            isv_app_id=self._isv_app_id(), redirect_uri=redirect_uri, state=state, consent_page=consent_page
+        )
+        return classic
+
+    def _fresh_link(self, isv_ref: str | None) -> str | None:
+        """A new link for a merchant whose attempt failed, when one can be made."""
+        try:
+            return self.create_link(isv_ref).url
+        except AppAuthError:
+            return None
+
+    # -- the callback ------------------------------------------------------------------------------
+
+    def handle_callback(self, params: Mapping[str, str]) -> CallbackResult:
+        code, state_id = self._validate(params)
+        digest = code_hash(code)
+        isv_ref = None
+        if state_id is not None:
+            try:
+                isv_ref = self.store.consume_state(state_id, digest)
+            except NotFound as exc:
+                raise StateRejected(
+                    "this authorization link was already used or has expired", code="state-used"
+                ) from exc
+
+        existing = self.store.claim_code(
+            digest, isv_ref=isv_ref, ttl_seconds=self.settings.code_claim_ttl_seconds
+        )
+        if existing is not None:
+            return self._answer_duplicate(digest, existing.isv_ref if existing.isv_ref else isv_ref)
+
+        try:
+            grant = self._token_api().exchange_code(code)
+        except AlipayApiError as exc:
+            self.store.finish_claim(digest, "failed", error_code=exc.code)
+            logger.warning("code exchange refused by Alipay: %s (trace id %s)", exc.code, exc.trace_id)
+            if exc.grant_dead:
+                return CallbackResult("code_spent", isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref))
+            return CallbackResult("unconfirmed", isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref))
+        except AlipayError as exc:
+            # Sent but unanswered, or answered with something we cannot trust: the code may be
+            # spent. Record that honestly; the merchant authorizes again.
+            self.store.finish_claim(digest, "failed", error_code=exc.code)
+            logger.warning("code exchange failed: %s", exc.code)
+            return CallbackResult("unconfirmed", isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref))
+
+        try:
+            for token in grant.tokens:
+                self.store.save_authorization(
+                    token,
+                    isv_app_id=self._isv_app_id(),
+                    isv_ref=isv_ref,
+                    due_at=self.settings.next_due(token.obtained_at, token.re_expires_in),
+                    grace_seconds=self.settings.previous_token_grace_seconds,
+                )
+            ids = tuple(t.auth_app_id for t in grant.tokens)
+            self.store.finish_claim(digest, "done", auth_app_ids=ids)
+        except (StorageError, ConcurrentUpdate) as exc:
+            parked = self.replay.park(grant.tokens, isv_ref=isv_ref, digest=digest)
+            logger.error("storing an authorization failed (%s); parked for replay: %s", exc.code, parked)
+            if not parked:
+                raise
+            try:
+                self.store.finish_claim(
+                    digest, "parked", auth_app_ids=tuple(t.auth_app_id for t in grant.tokens)
+                )
+            except AppAuthError:
+                logger.warning("the claim could not be marked parked; the queue holds the result")
+            return CallbackResult("parked", tuple(t.auth_app_id for t in grant.tokens), isv_ref)
+
+        for token in grant.tokens:
+            self.publisher.publish(
+                events.AUTHORIZED,
+                auth_app_id=token.auth_app_id,
+                isv_app_id=self._isv_app_id(),
+                user_id=token.user_id,
+                isv_ref=isv_ref,
+                via="callback",
+            )
+        return CallbackResult("authorized", ids, isv_ref)
+
+    def _validate(self, params: Mapping[str, str]) -> tuple[str, str | None]:
+        app_id = params.get("app_id")
+        if not app_id:
+            raise InvalidRequest(
+                "the callback carries no app_id; open the authorization link again", code="missing-app-id"
+            )
+        if app_id != self._isv_app_id():
+            raise InvalidRequest("this authorization was made for another application", code="wrong-app-id")
+        source = params.get("source")
+        if source is not None and source != SOURCE:
+            raise InvalidRequest("the callback does not come from an app authorization", code="wrong-source")
+        code = params.get("app_auth_code")
+        if not code:
+            raise InvalidRequest("the callback carries no app_auth_code", code="missing-code")
+        if not _CODE.match(code):
+            raise InvalidRequest("the app_auth_code is malformed", code="malformed-code")
+        state = params.get("state")
+        if state:
+            return code, self._signer().verify(state)
+        if not self.settings.allow_stateless_callbacks:
+            raise StateRejected(
+                "this link carries no state; use an authorization link issued by this service",
+                code="state-missing",
+            )
+        return code, None
+
+    def _answer_duplicate(self, digest: str, isv_ref: str | None) -> CallbackResult:
+        """A reload, a double click or a concurrent duplicate: answer from the first request's record."""
+        deadline = self._clock() + _DUPLICATE_WAIT_SECONDS
+        while True:
+            claim = self.store.get_claim(digest)
+            if claim is None or claim.status != "exchanging" or self._clock() >= deadline:
+                break
+            self._sleep(0.2)
+        if claim is None or claim.status == "exchanging":
+            return CallbackResult("in_progress", isv_ref=isv_ref, repeated=True)
+        if claim.status in ("done", "parked"):
+            outcome = "authorized" if claim.status == "done" else "parked"
+            return CallbackResult(outcome, claim.auth_app_ids, claim.isv_ref, repeated=True)
+        spent = claim.error_code in ("AUTH_CODE_NOT_VALID", "AUTH_CODE_NOT_EXIST")
+        return CallbackResult(
+            "code_spent" if spent else "unconfirmed",
+            isv_ref=claim.isv_ref,
+            repeated=True,
+            fresh_link=self._fresh_link(claim.isv_ref),
+        )

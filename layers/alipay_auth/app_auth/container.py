@@ -1,0 +1,150 @@
+"""Wiring: builds the clients and use cases once per execution environment.
+
+Handlers call ``get_container()``; tests call ``set_container()`` with one built from their own
+clients (DynamoDB Local, moto) or let it build from the environment those stand-ins set.
+The Alipay configuration is fetched from Secrets Manager on first use, not at cold start, and
+fetched again when Alipay signs with a certificate we do not hold yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from alipay_v3 import AlipayClient, AlipayConfig, ConfigError, TokenApi
+
+from .authorize import AuthorizationService, ReplayQueue
+from .crypto import EnvelopeCipher
+from .errors import StorageError
+from .events import EventPublisher
+from .links import StateSigner
+from .settings import Settings
+from .store import Store
+
+# Short timeouts and adaptive retries: a Lambda behind API Gateway has 29 s in all.
+_AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "adaptive"})
+
+
+class SecretSource:
+    """Reads the two secrets; the Alipay configuration is parsed once and kept until reloaded."""
+
+    def __init__(self, secrets: Any, settings: Settings) -> None:
+        self._secrets = secrets
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._config: AlipayConfig | None = None
+
+    def _read(self, secret_id: str) -> str:
+        try:
+            value: str = self._secrets.get_secret_value(SecretId=secret_id)["SecretString"]
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"the secret {secret_id.rsplit(':', 1)[-1]} could not be read") from exc
+        return value
+
+    def alipay_config(self) -> AlipayConfig:
+        with self._lock:
+            if self._config is None:
+                self._config = AlipayConfig.from_json(self._read(self._settings.alipay_secret_id))
+            return self._config
+
+    def reload_alipay_config(self) -> AlipayConfig:
+        with self._lock:
+            self._config = None
+        return self.alipay_config()
+
+    def state_key(self) -> bytes:
+        key = self._read(self._settings.state_secret_id).encode()
+        if len(key) < 32:
+            raise ConfigError("the state signing secret must be at least 32 characters")
+        return key
+
+
+@dataclass
+class Container:
+    settings: Settings
+    store: Store
+    secrets: SecretSource
+    publisher: EventPublisher
+    authorization: AuthorizationService
+    clients: dict[str, Any] = field(default_factory=dict)
+
+
+def build_container(
+    settings: Settings,
+    *,
+    client: Callable[[str], Any] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    alipay_client_options: dict[str, Any] | None = None,
+) -> Container:
+    """Everything from settings; ``client(service)`` makes boto3 clients (endpoints come from the
+    standard AWS_ENDPOINT_URL_* variables, so the local stack needs no special code path)."""
+    make = client or (lambda service: boto3.client(service, config=_AWS_CONFIG))
+    clients = {name: make(name) for name in ("dynamodb", "kms", "secretsmanager", "events", "sqs")}
+    cipher = EnvelopeCipher(clients["kms"], settings.kms_key_id, settings.table_name)
+    store = Store(clients["dynamodb"], settings.table_name, cipher, clock=clock)
+    secrets = SecretSource(clients["secretsmanager"], settings)
+    publisher = EventPublisher(clients["events"], settings.event_bus_name, clock=clock)
+    get_token_api = _once(
+        lambda: TokenApi(
+            AlipayClient(
+                secrets.alipay_config(),
+                reload_config=secrets.reload_alipay_config,
+                **(alipay_client_options or {}),
+            ),
+            clock=clock,
+        )
+    )
+    get_signer = _once(lambda: StateSigner(secrets.state_key(), clock=clock))
+
+    authorization = AuthorizationService(
+        settings=settings,
+        store=store,
+        signer=get_signer,
+        token_api=get_token_api,
+        isv_app_id=lambda: secrets.alipay_config().app_id,
+        publisher=publisher,
+        replay=ReplayQueue(clients["sqs"], settings.replay_queue_url, cipher),
+        clock=clock,
+        sleep=sleep,
+    )
+    return Container(settings, store, secrets, publisher, authorization, clients)
+
+
+def _once[T](factory: Callable[[], T]) -> Callable[[], T]:
+    """Build on first call (not at cold start), then hand out the same object; thread-safe."""
+    lock = threading.Lock()
+    built: list[T] = []
+
+    def get() -> T:
+        with lock:
+            if not built:
+                built.append(factory())
+            return built[0]
+
+    return get
+
+
+_container: Container | None = None
+_container_lock = threading.Lock()
+
+
+def get_container() -> Container:
+    global _container
+    with _container_lock:
+        if _container is None:
+            _container = build_container(Settings.from_env())
+        return _container
+
+
+def set_container(container: Container | None) -> None:
+    global _container
+    with _container_lock:
+        _container = container

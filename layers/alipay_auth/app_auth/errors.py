@@ -1,0 +1,56 @@
+"""Typed errors of the lifecycle package. Each has a stable ``code`` and says whether a retry may help.
+
+Handlers translate them into responses in one place; messages are safe to show and to log.
+"""
+
+from __future__ import annotations
+
+
+class AppAuthError(Exception):
+    code = "app-auth-error"
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class InvalidRequest(AppAuthError):
+    """Input that fails validation: the caller can fix it; Alipay is never called for it."""
+
+    code = "invalid-request"
+
+
+class StateRejected(InvalidRequest):
+    """The authorization link's ``state`` is forged, expired, already used or missing."""
+
+    code = "state-rejected"
+
+
+class NotFound(AppAuthError):
+    code = "not-found"
+
+
+class ConcurrentUpdate(AppAuthError):
+    """A conditional write lost to another writer: re-read and decide again."""
+
+    code = "concurrent-update"
+    retryable = True
+
+
+class StorageError(AppAuthError):
+    """DynamoDB, KMS or the queue failed in a way that is not the caller's doing."""
+
+    code = "storage-error"
+    retryable = True
+
+
+class EncryptionError(AppAuthError):
+    """A sealed field could not be opened: wrong key, wrong item, or tampering."""
+
+    code = "encryption-error"

@@ -1,0 +1,74 @@
+"""Deployment settings, read from the environment once per execution environment.
+
+Nothing reads the environment at import time: ``Settings.from_env()`` is called by the container
+factory, and tests build ``Settings`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DAY = 86400
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    alipay_secret_id: str
+    state_secret_id: str
+    kms_key_id: str
+    event_bus_name: str
+    replay_queue_url: str | None = None
+    alipay_environment: str = "production"  # production | sandbox
+    consent_page_url: str | None = None  # overrides the environment's consent page (the emulator's)
+    callback_url: str | None = None  # the redirect URI registered in the Alipay console
+    allow_stateless_callbacks: bool = False
+    success_redirect_url: str | None = None
+    state_ttl_seconds: int = 7 * DAY
+    code_claim_ttl_seconds: int = 2 * DAY
+    refresh_lead_seconds: int = 30 * DAY
+    refresh_max_age_seconds: int = 0  # 0: rotate only as the refresh token's life requires
+    default_refresh_life_seconds: int = 360 * DAY  # when Alipay sends no re_expires_in
+    previous_token_grace_seconds: int = 600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        missing = [
+            n for n in ("TABLE_NAME", "SECRET_ARN", "STATE_SECRET_ARN", "TOKEN_KMS_KEY_ID") if not env.get(n)
+        ]
+        if missing:
+            raise RuntimeError(f"missing environment variables: {', '.join(missing)} (set by template.yaml)")
+        return cls(
+            table_name=env["TABLE_NAME"],
+            alipay_secret_id=env["SECRET_ARN"],
+            state_secret_id=env["STATE_SECRET_ARN"],
+            kms_key_id=env["TOKEN_KMS_KEY_ID"],
+            event_bus_name=env.get("EVENT_BUS_NAME", "default"),
+            replay_queue_url=env.get("REPLAY_QUEUE_URL") or None,
+            alipay_environment=env.get("ALIPAY_ENVIRONMENT", "production"),
+            consent_page_url=env.get("CONSENT_PAGE_URL") or None,
+            callback_url=env.get("CALLBACK_URL") or None,
+            allow_stateless_callbacks=_flag(env.get("ALLOW_STATELESS_CALLBACKS")),
+            success_redirect_url=env.get("SUCCESS_REDIRECT_URL") or None,
+            refresh_lead_seconds=int(float(env.get("REFRESH_LEAD_DAYS", "30")) * DAY),
+            refresh_max_age_seconds=int(float(env.get("REFRESH_MAX_AGE_DAYS", "0")) * DAY),
+        )
+
+    def next_due(self, obtained_at: float, re_expires_in: int | None) -> float:
+        """When a token obtained at ``obtained_at`` should be rotated next.
+
+        Well inside the refresh token's life (``lead`` before it ends, and never later than half
+        of it for short lives), or after the maximum age when that policy is on.
+        """
+        life = re_expires_in if re_expires_in and re_expires_in > 0 else self.default_refresh_life_seconds
+        due = obtained_at + max(life - self.refresh_lead_seconds, life / 2)
+        if self.refresh_max_age_seconds:
+            due = min(due, obtained_at + self.refresh_max_age_seconds)
+        return due
