@@ -1,6 +1,7 @@
 """AES-CBC with a zero IV, against vectors from `openssl enc -aes-128-cbc -iv 0`."""
 
 import pytest
+
 from alipay_v3.aes import AesKey
 from alipay_v3.errors import ConfigError, DecryptError
 

@@ -7,6 +7,11 @@ import json
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from requests.adapters import BaseAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
 from alipay_v3 import (
     AlipayApiError,
     AlipayClient,
@@ -17,11 +22,6 @@ from alipay_v3 import (
 )
 from alipay_v3.keys import cert_sn
 from alipay_v3.server import sign_response, verify_request
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-from requests.adapters import BaseAdapter
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
-
 from sandbox.credentials import DevCredentials, cert_pem, make_cert, new_rsa_key
 
 TOKEN = {

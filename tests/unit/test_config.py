@@ -3,10 +3,10 @@
 import json
 
 import pytest
+
 from alipay_v3 import AlipayConfig, ConfigError, UnknownAlipayCertError
 from alipay_v3.config import GATEWAYS
 from alipay_v3.keys import cert_sn
-
 from sandbox.credentials import cert_pem, private_pem, public_pem
 
 

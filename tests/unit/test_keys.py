@@ -3,13 +3,13 @@
 import datetime as dt
 
 import pytest
-from alipay_v3.errors import ConfigError
-from alipay_v3.keys import cert_sn, issuer_principal, load_private_key, load_public_key, root_cert_sn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import NameOID
 
+from alipay_v3.errors import ConfigError
+from alipay_v3.keys import cert_sn, issuer_principal, load_private_key, load_public_key, root_cert_sn
 from sandbox.credentials import (
     make_cert,
     make_root_bundle,

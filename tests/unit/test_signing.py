@@ -1,6 +1,7 @@
 """The v3 signature steps, held against vectors computed independently with `openssl dgst -sha256 -sign`."""
 
 import pytest
+
 from alipay_v3.errors import RequestVerificationError
 from alipay_v3.keys import load_private_key
 from alipay_v3.signing import (

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from alipay_v3 import (
     AlipayApiError,
     AlipayConfig,
