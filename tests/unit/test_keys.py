@@ -130,3 +130,27 @@ def test_sha1_resigned_certificate_verifies_under_its_key():
     # cryptography no longer verifies SHA-1 certificates itself, so check the signature by hand.
     key.public_key().verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA1())
     assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC)
+
+
+def test_multi_valued_rdn_attributes_are_reversed_too():
+    """Node and PHP reverse the flat attribute list, so a multi-valued RDN reads back to front."""
+    key = new_rsa_key()
+    issuer = x509.Name(
+        [
+            x509.RelativeDistinguishedName(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "o"),
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "ou"),
+                ]
+            ),
+            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, "x")]),
+        ]
+    )
+    cert = make_cert(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")]),
+        key.public_key(),
+        issuer,
+        key,
+        serial=12345,
+    )
+    assert issuer_principal(cert) == "CN=x,OU=ou,O=o"

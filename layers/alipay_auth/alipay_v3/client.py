@@ -155,7 +155,10 @@ class AlipayClient:
             "alipay-request-id": uuid.uuid4().hex,
         }
         if encrypt and self.config.aes is not None:
-            body = self.config.aes.encrypt(body)
+            # A GET/HEAD has no body: nothing to encrypt (no SDK sends one), but the header still asks
+            # for an encrypted answer, as the PHP SDK does.
+            if method not in ("GET", "HEAD"):
+                body = self.config.aes.encrypt(body)
             headers.update({"Content-Type": "text/plain", "alipay-encrypt-type": "AES"})
         payload = body.encode()
 

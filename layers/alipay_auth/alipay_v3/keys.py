@@ -121,7 +121,9 @@ def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicK
         key = serialization.load_der_public_key(der)
     except (ValueError, TypeError) as exc:
         if _der_structure(der) != "unknown":  # it parses as a private key structure
-            raise ConfigError(f"{what} holds a private key; never share it, and use the public key here") from None
+            raise ConfigError(
+                f"{what} holds a private key; never share it, and use the public key here"
+            ) from None
         raise ConfigError(f"{what} could not be parsed as an RSA public key") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError(f"{what} is not an RSA key")
@@ -146,8 +148,10 @@ def load_certificates(text: str, what: str) -> list[x509.Certificate]:
 def issuer_principal(cert: x509.Certificate) -> str:
     """The issuer DN as the SDKs print it: most specific attribute first, no spaces."""
     parts = []
+    # Every attribute in reverse DER order, inside a multi-valued RDN too: Node reverses the flat
+    # attribute list (reduceRight), PHP does array_reverse on it.
     for rdn in reversed(list(cert.issuer.rdns)):
-        for attr in rdn:
+        for attr in reversed(list(rdn)):
             name = _SHORT_NAMES.get(attr.oid.dotted_string, attr.oid.dotted_string)
             value = attr.value if isinstance(attr.value, str) else attr.value.decode()
             parts.append(f"{name}={value}")
