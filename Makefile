@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test test-fast lint format bench clean
+.PHONY: help setup test test-fast lint format bench clean template-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,3 +31,18 @@ bench: ## run the benchmarks; results go to benchmarks/results/*.json
 
 clean: ## remove build and test artefacts (keeps .venv and node_modules)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+# Offline: dummy credentials and an endpoint on a closed local port, so nothing here can reach AWS.
+TEMPLATE_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline \
+	AWS_SECRET_ACCESS_KEY=offline AWS_ENDPOINT_URL=http://127.0.0.1:9 PATH="$(abspath .venv-sam/bin):$$PATH"
+
+template-check: ## lint, build and scan template.yaml (sam, cfn-lint, checkov; installs them on first use)
+	./scripts/setup-sam.sh
+	$(TEMPLATE_ENV) sam validate --lint --template-file template.yaml
+	$(TEMPLATE_ENV) cfn-lint template.yaml
+	$(TEMPLATE_ENV) sam build --template-file template.yaml
+	@# This machine is x86_64: prove that sam fetched aarch64 wheels (ELF e_machine 0xB7) for the layer.
+	.venv-sam/bin/python -c 'import glob, sys; so = glob.glob(".aws-sam/build/AlipayAuthLayer/python/**/*.so", recursive=True); \
+		bad = [p for p in so if open(p, "rb").read(20)[18:20] != b"\xb7\x00"]; \
+		sys.exit(f"layer has no native code or non-aarch64 code: {bad}") if bad or not so else print(len(so), "native libraries, all aarch64")'
+	.venv-checkov/bin/checkov --skip-download --compact -f template.yaml --framework cloudformation

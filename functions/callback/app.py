@@ -50,6 +50,12 @@ def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(status, "application/json", json.dumps(body), {"Cache-Control": "no-store"})
 
 
+def _callback_url() -> str:
+    """The redirect URI Alipay sends merchants back to: configured, or this API's own /callback."""
+    configured = get_container().settings.callback_url
+    return configured or f"https://{app.current_event.request_context.domain_name}/callback"
+
+
 def _wants_json() -> bool:
     return app.current_event.path.startswith(("/links", "/tokens"))
 
@@ -95,7 +101,7 @@ def create_link() -> Response:
     body = app.current_event.json_body if app.current_event.body else {}
     if not isinstance(body, dict):
         raise InvalidRequest('the body must be a JSON object like {"ref": "customer-42"}')
-    link = get_container().authorization.create_link(body.get("ref"))
+    link = get_container().authorization.create_link(body.get("ref"), callback_url=_callback_url())
     return _json(
         201,
         {

@@ -1,0 +1,343 @@
+"""template.yaml: the deployed shape matches what the code and the local stack assume.
+
+These read the template only; `make template-check` runs sam, cfn-lint and checkov on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alipay_v3.config import AlipayConfig
+from alipay_v3.errors import ConfigError
+from app_auth.settings import Settings
+from app_auth.store import DUE_INDEX
+from sandbox.table import (
+    TEMPLATE,
+    load_template,
+    table_definition_from_template,
+    ttl_attribute_from_template,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Identity-policy statements that may name Resource "*", each with the reason it cannot be narrower.
+WILDCARD_RESOURCE_ALLOWED = {
+    "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
+    "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
+}
+
+PUBLIC_ROUTES = {("GET", "/authorize"), ("GET", "/callback"), ("POST", "/notify")}
+IAM_ROUTES = {("GET", "/tokens/{auth_app_id}"), ("POST", "/links")}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE)
+
+
+def resources_of(template: dict[str, Any], *types: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] in types}
+
+
+def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return resources_of(template, "AWS::Serverless::Function")
+
+
+def function_setting(template: dict[str, Any], function: dict[str, Any], key: str) -> Any:
+    """A function's own setting, else the one from Globals (as SAM resolves it)."""
+    own = function["Properties"].get(key)
+    return own if own is not None else template["Globals"]["Function"].get(key)
+
+
+def function_environment(template: dict[str, Any], function: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    merged.update(function["Properties"].get("Environment", {}).get("Variables", {}))
+    return merged
+
+
+def identity_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every statement of every identity policy in the template (not key or resource policies)."""
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents = [props["PolicyDocument"]]
+        elif resource["Type"] == "AWS::IAM::Role":
+            documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        elif resource["Type"] == "AWS::Serverless::Function":
+            documents = [p for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p]
+        else:
+            continue
+        for document in documents:
+            for statement in document["Statement"]:
+                yield name, statement
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def routes(template: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    found = {}
+    for function in functions(template).values():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                found[(event["Properties"]["Method"], event["Properties"]["Path"])] = event["Properties"]
+    return found
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+
+def test_table_definition_is_the_one_the_store_and_the_local_stack_use() -> None:
+    assert table_definition_from_template() == {
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "due_shard", "AttributeType": "S"},
+            {"AttributeName": "due_at", "AttributeType": "N"},
+        ],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": DUE_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "due_shard", "KeyType": "HASH"},
+                    {"AttributeName": "due_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    assert ttl_attribute_from_template() == "expires_at"
+
+
+def test_table_is_recoverable_encrypted_with_the_stack_key_and_retained(template: dict[str, Any]) -> None:
+    table = template["Resources"]["TokenTable"]
+    props = table["Properties"]
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+        "KMSMasterKeyId": {"Ref": "TokenKey"},
+    }
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    assert template["Resources"]["TokenKey"]["Properties"]["EnableKeyRotation"] is True
+
+
+def test_table_definition_refuses_values_computed_at_deploy_time(tmp_path: Path) -> None:
+    text = TEMPLATE.read_text(encoding="utf-8").replace(
+        "BillingMode: PAY_PER_REQUEST", "BillingMode: !Ref Mode"
+    )
+    computed = tmp_path / "template.yaml"
+    computed.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="BillingMode is computed"):
+        table_definition_from_template(computed)
+
+
+def test_loader_reads_short_form_intrinsics_as_long_form(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "Resources:\n  R:\n    Type: X\n    Properties:\n"
+        "      A: !GetAtt Key.Arn\n      B: !Sub 'x-${AWS::Region}'\n      C: !If [Cond, !Ref P, !Ref AWS::NoValue]\n",
+        encoding="utf-8",
+    )
+    props = load_template(path)["Resources"]["R"]["Properties"]
+    assert props == {
+        "A": {"Fn::GetAtt": ["Key", "Arn"]},
+        "B": {"Fn::Sub": "x-${AWS::Region}"},
+        "C": {"Fn::If": ["Cond", {"Ref": "P"}, {"Ref": "AWS::NoValue"}]},
+    }
+
+
+# --- functions -------------------------------------------------------------------------------------
+
+
+def test_every_function_runs_python313_on_arm64_with_the_shared_layer(template: dict[str, Any]) -> None:
+    assert set(functions(template)) == {"CallbackFunction", "RefresherFunction"}
+    for function in functions(template).values():
+        assert function_setting(template, function, "Runtime") == "python3.13"
+        assert function_setting(template, function, "Architectures") == ["arm64"]
+        assert function_setting(template, function, "Handler") == "app.lambda_handler"
+        assert function_setting(template, function, "Layers") == [{"Ref": "AlipayAuthLayer"}]
+        assert function_setting(template, function, "Tracing") == "Active"
+    layer = template["Resources"]["AlipayAuthLayer"]
+    assert layer["Properties"]["ContentUri"] == "layers/alipay_auth/"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert (ROOT / "layers/alipay_auth/requirements.txt").is_file()
+
+
+def test_functions_point_at_their_code_and_have_the_agreed_limits(template: dict[str, Any]) -> None:
+    callback = template["Resources"]["CallbackFunction"]["Properties"]
+    refresher = template["Resources"]["RefresherFunction"]["Properties"]
+    assert callback["CodeUri"] == "functions/callback/"
+    assert refresher["CodeUri"] == "functions/refresher/"
+    assert (callback["Timeout"], callback["MemorySize"]) == (15, 512)
+    assert (refresher["Timeout"], refresher["MemorySize"]) == (300, 512)
+    # Overlapping refresher runs are safe (leases and versions), and reserved concurrency fails to
+    # deploy on accounts with the default limit of 10: none is reserved.
+    assert "ReservedConcurrentExecutions" not in refresher
+
+
+def test_environment_gives_settings_everything_it_requires(template: dict[str, Any]) -> None:
+    for name, function in functions(template).items():
+        env = function_environment(template, function)
+        # Settings.from_env raises on a missing required variable; values here are placeholders.
+        settings = Settings.from_env(
+            {k: f"<{k}>" for k in env} | {"REFRESH_LEAD_DAYS": "30", "REFRESH_MAX_AGE_DAYS": "0"}
+        )
+        assert settings.table_name == "<TABLE_NAME>", name
+        assert env["TABLE_NAME"] == {"Ref": "TokenTable"}
+        assert env["STATE_SECRET_ARN"] == {"Ref": "StateSecret"}
+        assert env["TOKEN_KMS_KEY_ID"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+        assert env["EVENT_BUS_NAME"] == {"Ref": "TokenEventBus"}
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "AlipayAppAuth"
+    callback_env = function_environment(template, template["Resources"]["CallbackFunction"])
+    assert callback_env["REPLAY_QUEUE_URL"] == {"Ref": "ReplayQueue"}
+
+
+def test_refresher_schedule_retries_and_dead_letters(template: dict[str, Any]) -> None:
+    (schedule,) = template["Resources"]["RefresherFunction"]["Properties"]["Events"].values()
+    assert schedule["Type"] == "ScheduleV2"
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "RefreshScheduleRate"}
+    assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert props["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["RefresherDeadLetterQueue", "Arn"]}}
+
+
+# --- HTTP API --------------------------------------------------------------------------------------
+
+
+def test_routes_and_their_authorization(template: dict[str, Any]) -> None:
+    found = routes(template)
+    assert set(found) == PUBLIC_ROUTES | IAM_ROUTES
+    for route in IAM_ROUTES:
+        assert found[route].get("Auth") == {"Authorizer": "AWS_IAM"}, route
+    for route in PUBLIC_ROUTES:
+        assert "Auth" not in found[route], route
+    api = template["Resources"]["HttpApi"]["Properties"]
+    assert api["Auth"]["EnableIamAuthorizer"] is True
+    assert "DefaultAuthorizer" not in api["Auth"]
+
+
+def test_access_log_never_records_query_strings(template: dict[str, Any]) -> None:
+    # /callback's query string carries app_auth_code (a secret); the log format must not include it.
+    api = template["Resources"]["HttpApi"]["Properties"]
+    log_format = api["AccessLogSettings"]["Format"]
+    json.loads(log_format)  # one JSON object per line
+    assert "$context.path" in log_format
+    for leaky in ("querystring", "rawQueryString", "$request.", "$context.requestOverride"):
+        assert leaky.lower() not in log_format.lower()
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(api["DefaultRouteSettings"])
+
+
+# --- least privilege -------------------------------------------------------------------------------
+
+
+def test_no_identity_policy_grants_a_wildcard_resource_it_could_name(template: dict[str, Any]) -> None:
+    statements = list(identity_statements(template))
+    assert statements, "the function roles' policies were not found"
+    for owner, statement in statements:
+        assert statement["Effect"] == "Allow"
+        resources = as_list(statement["Resource"])
+        actions = as_list(statement["Action"])
+        assert not any("*" in a.split(":", 1)[1] for a in actions), (owner, actions)
+        if "*" in resources:
+            unexplained = set(actions) - set(WILDCARD_RESOURCE_ALLOWED)
+            assert not unexplained, f"{owner} grants {sorted(unexplained)} on '*'"
+
+
+def test_secrets_keys_events_and_queues_are_named_not_wildcarded(template: dict[str, Any]) -> None:
+    alipay_secret = {"Fn::If": ["CreateAlipaySecret", {"Ref": "AlipaySecret"}, {"Ref": "ExistingSecretArn"}]}
+    expected = {
+        "secretsmanager:GetSecretValue": [[alipay_secret, {"Ref": "StateSecret"}]],
+        "kms:GenerateDataKey": [{"Fn::GetAtt": ["TokenKey", "Arn"]}],
+        "kms:Decrypt": [{"Fn::GetAtt": ["TokenKey", "Arn"]}],
+        "events:PutEvents": [{"Fn::GetAtt": ["TokenEventBus", "Arn"]}],
+    }
+    seen = set()
+    for owner, statement in identity_statements(template):
+        for action in as_list(statement["Action"]):
+            if action in expected:
+                seen.add(action)
+                assert statement["Resource"] in expected[action], (owner, action, statement["Resource"])
+            if action.startswith("dynamodb:"):
+                assert "Scan" not in action, owner
+    assert seen == set(expected)
+
+
+def test_token_data_keys_are_bound_to_this_app_and_table(template: dict[str, Any]) -> None:
+    for owner, statement in identity_statements(template):
+        if "kms:GenerateDataKey" in as_list(statement["Action"]):
+            assert statement["Condition"]["StringEquals"] == {
+                "kms:EncryptionContext:app": "alipay-app-auth",
+                "kms:EncryptionContext:table": {"Ref": "TokenTable"},
+            }, owner
+
+
+def test_key_policy_has_no_wildcard_principal(template: dict[str, Any]) -> None:
+    # In a key policy Resource "*" means the key itself; the principal is what must be named.
+    for statement in template["Resources"]["TokenKey"]["Properties"]["KeyPolicy"]["Statement"]:
+        principal = statement["Principal"]
+        assert principal != "*" and "*" not in as_list(principal.get("AWS", [])), statement["Sid"]
+
+
+# --- secrets, alarms, outputs ----------------------------------------------------------------------
+
+
+def test_placeholder_secret_names_only_known_fields_and_is_rejected_until_filled_in(
+    template: dict[str, Any],
+) -> None:
+    body = template["Resources"]["AlipaySecret"]["Properties"]["SecretString"]["Fn::Sub"]
+    placeholder = json.loads(body.replace("${AlipayEnvironment}", "sandbox"))
+    with pytest.raises(ConfigError) as refused:
+        AlipayConfig.from_mapping(placeholder)
+    assert "unknown" not in str(refused.value)  # every placeholder field is one the config reads
+    assert "app_id" in str(refused.value)
+    state = template["Resources"]["StateSecret"]["Properties"]["GenerateSecretString"]
+    assert state["PasswordLength"] >= 32  # SecretSource.state_key refuses shorter keys
+
+
+def test_alarms_cover_the_failures_an_operator_must_act_on(template: dict[str, Any]) -> None:
+    watched = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
+        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
+    }
+    assert watched >= {
+        ("AWS/Lambda", "Errors"),
+        ("AlipayAppAuth", "TokensNeedingReauthorization"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/ApiGateway", "5xx"),
+    }
+    queues = {
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == "AWS/SQS"
+    }
+    assert queues == {"RefresherDeadLetterQueue", "ReplayQueue"}
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    assert set(template["Outputs"]) >= {
+        "CallbackUrl",
+        "AuthorizeUrl",
+        "NotifyUrl",
+        "TokenReadUrl",
+        "TableName",
+        "SecretArn",
+        "EventBusName",
+        "ReplayQueueUrl",
+        "KmsKeyArn",
+    }
+    assert template["Outputs"]["CallbackUrl"]["Value"]["Fn::Sub"].endswith("/callback")
+    assert template["Outputs"]["NotifyUrl"]["Value"]["Fn::Sub"].endswith("/notify")
