@@ -69,7 +69,9 @@ def make_cert(
     days: int = 3650,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
-    hash_algorithm = hashes.SHA384() if isinstance(issuer_key, ec.EllipticCurvePrivateKey) else hashes.SHA256()
+    hash_algorithm = (
+        hashes.SHA384() if isinstance(issuer_key, ec.EllipticCurvePrivateKey) else hashes.SHA256()
+    )
     return (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -30,4 +30,27 @@ say "Node packages (the official Alipay SDK as test oracle)"
 command -v npm >/dev/null 2>&1 || die "npm not found; install Node.js 20+ (apt-get install nodejs npm)"
 npm ci --no-audit --no-fund --loglevel=error
 
+say "Java 17+ with its compiler (DynamoDB Local, bound to 127.0.0.1 by sandbox/LoopbackDynamoDBLocal.java)"
+# The launcher runs as a single-file source program, so `java` must be a JDK (module jdk.compiler).
+java_ready() {
+  command -v java >/dev/null 2>&1 || return 1
+  local version
+  version=$(java -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')
+  [ "${version%%.*}" -ge 17 ] 2>/dev/null || return 1
+  local modules
+  modules=$(java --list-modules 2>/dev/null)
+  [[ $modules == *jdk.compiler@* ]]
+}
+if ! java_ready; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || true
+    # openjdk-17 where Debian has it (bookworm), else Debian's default JDK (17 or newer)
+    apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless \
+      || apt-get install -y -qq --no-install-recommends default-jdk-headless \
+      || true  # the check below says what is missing
+  fi
+  java_ready || die "DynamoDB Local needs a JDK 17+ as \`java\` (with jdk.compiler): e.g. 'apt-get install -y --no-install-recommends openjdk-17-jdk-headless' as root"
+fi
+
 say "done: .venv/bin/alipay-v3 --help"

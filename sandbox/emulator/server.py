@@ -89,6 +89,8 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._other_key: rsa.RSAPrivateKey | None = None
         self._other_key_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.requests_received = 0  # every API request, answered or not: tests prove "no call to Alipay"
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -97,7 +99,9 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         server = _Server((HOST, port), self)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": _POLL_SECONDS}, daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": _POLL_SECONDS}, daemon=True
+        )
         thread.name = f"alipay-emulator-{server.server_address[1]}"
         thread.start()
         self._server, self._thread = server, thread
@@ -203,6 +207,8 @@ class Emulator:
 
     def respond(self, request: Request) -> Reply | None:
         """The reply to one request, faults included; None means: close without answering."""
+        with self._count_lock:
+            self.requests_received += 1
         trace_id = new_trace_id()
         draw = self.faults.draw()
         if draw.delay:

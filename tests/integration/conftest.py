@@ -18,6 +18,8 @@ import pytest
 from alipay_v3 import AlipayClient, AlipayConfig, TokenApi
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
+from tests.integration.aws_fixtures import aws, aws_env, local_aws  # noqa: F401 - fixtures
+from tests.integration.stack_fixtures import callback_module, stack  # noqa: F401 - fixtures
 
 
 class FakeClock:

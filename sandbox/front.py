@@ -1,0 +1,157 @@
+"""An HTTP front that does what API Gateway (HTTP API, payload 2.0) does for our routes.
+
+It turns each request into the event API Gateway would send, calls the real handler in this
+process, and turns the handler's answer back into HTTP. Routes that are IAM-protected in the
+template are marked as IAM-authorized here, since only the operator reaches 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+IAM_ROUTES = ("/links", "/tokens/")
+MAX_BODY = 1024 * 1024  # API Gateway's payload limit is larger; nothing of ours needs more
+
+
+@dataclass
+class LambdaContext:
+    """What Powertools reads from a context object."""
+
+    function_name: str = "local-callback"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:ap-east-1:000000000000:function:local-callback"
+    aws_request_id: str = ""
+    log_group_name: str = "/aws/lambda/local-callback"
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 15_000
+
+
+def http_api_event(
+    method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str
+) -> dict[str, Any]:
+    """The payload-2.0 event for one request (duplicate query keys joined with commas, as AWS does)."""
+    parts = urlsplit(target)
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        query[key] = f"{query[key]},{value}" if key in query else value
+    lowered: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        lowered[name] = f"{lowered[name]},{value}" if name in lowered else value
+    try:
+        text, is_base64 = body.decode(), False
+    except UnicodeDecodeError:
+        text, is_base64 = base64.b64encode(body).decode(), True
+    context: dict[str, Any] = {
+        "accountId": "000000000000",
+        "apiId": "local",
+        "domainName": lowered.get("host", "127.0.0.1"),
+        "domainPrefix": "local",
+        "http": {
+            "method": method,
+            "path": parts.path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": source_ip,
+            "userAgent": lowered.get("user-agent", ""),
+        },
+        "requestId": uuid.uuid4().hex,
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+        "timeEpoch": int(time.time() * 1000),
+    }
+    if parts.path.startswith(IAM_ROUTES):
+        context["authorizer"] = {
+            "iam": {"accountId": "000000000000", "userArn": "arn:aws:iam::000000000000:user/local"}
+        }
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path,
+        "rawQueryString": parts.query,
+        "headers": lowered,
+        "requestContext": context,
+        "isBase64Encoded": is_base64,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    if body:
+        event["body"] = text
+    return event
+
+
+class Front:
+    """``with Front(handler) as front: front.url`` — one thread per request, like Lambda's concurrency."""
+
+    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.handler = handler
+        front = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # the query string carries codes: never log request lines
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY:
+                    self.send_error(413, "Payload Too Large")
+                    return
+                body = self.rfile.read(length) if length else b""
+                event = http_api_event(
+                    self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+                )
+                result = front.handler(
+                    event, LambdaContext(aws_request_id=event["requestContext"]["requestId"])
+                )
+                payload = result.get("body") or ""
+                data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
+                self.send_response(int(result.get("statusCode", 200)))
+                for name, value in (result.get("headers") or {}).items():
+                    self.send_header(name, value)
+                for cookie in result.get("cookies") or []:
+                    self.send_header("Set-Cookie", cookie)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
+
+        self._server = ThreadingHTTPServer((host, port), RequestHandler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> str:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="front", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Front:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,167 @@
+"""The merchant's authorization end to end, over the real wire.
+
+DynamoDB Local and moto for AWS, the emulator for Alipay, and the real callback handler behind an
+HTTP front that speaks API Gateway's payload 2.0. Given/When/Then in each test's comments.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from sandbox.emulator import Fault
+
+pytestmark = pytest.mark.integration
+
+
+def test_merchant_authorizes_and_the_token_is_stored_encrypted(stack):
+    # Given a link the ISV created for its customer
+    link = stack.create_link("customer-42")
+    # When the merchant consents and Alipay redirects back
+    response = stack.callback(stack.consent(link))
+    # Then the merchant sees the success page
+    assert response.status_code == 200
+    assert 'data-outcome="authorized"' in response.text
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    # and the token can be read by the ISV's services, and is live at Alipay
+    [token_item] = [i for i in stack.table_items() if i["sk"]["S"] == "TOKEN"]
+    auth_app_id = token_item["auth_app_id"]["S"]
+    read = stack.http.get(f"{stack.url}/tokens/{auth_app_id}", timeout=10)
+    assert read.status_code == 200
+    body = read.json()
+    assert body["isv_ref"] == "customer-42" and "app_refresh_token" not in body
+    assert stack.emulator.token_valid(body["app_auth_token"])
+    # and at rest the tokens are ciphertext only
+    assert body["app_auth_token"].encode() not in repr(stack.table_items()).encode()
+    assert set(token_item["current"]["M"]) == {"v", "edk", "n", "ct"}
+    # and one event says so, without a secret in it
+    [event] = stack.published_events()
+    assert event["detail-type"] == "Authorization Granted"
+    assert event["detail"]["auth_app_id"] == auth_app_id and event["detail"]["isv_ref"] == "customer-42"
+    assert body["app_auth_token"] not in str(event)
+
+
+def test_reload_shows_the_same_result_without_a_second_exchange(stack):
+    params = stack.consent(stack.create_link())
+    first = stack.callback(params)
+    calls = stack.emulator.requests_received
+    again = stack.callback(params)
+    assert first.status_code == again.status_code == 200
+    assert 'data-outcome="authorized"' in again.text
+    assert stack.emulator.requests_received == calls
+
+
+def test_concurrent_duplicates_exchange_once(stack):
+    params = stack.consent(stack.create_link())
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: stack.callback(params), range(8)))
+    assert {r.status_code for r in responses} <= {200, 202}
+    assert any(r.status_code == 200 for r in responses)
+    assert stack.emulator.requests_received == 1
+    assert len([i for i in stack.table_items() if i["sk"]["S"] == "TOKEN"]) == 1
+
+
+def test_batch_authorization_stores_every_app(stack):
+    link = stack.create_link("group-7")
+    response = stack.callback(stack.consent(link, merchant_app_ids=["2021000000000101", "2021000000000102"]))
+    assert response.status_code == 200
+    stored = {
+        i["auth_app_id"]["S"]: i.get("isv_ref", {}).get("S")
+        for i in stack.table_items()
+        if i["sk"]["S"] == "TOKEN"
+    }
+    assert stored == {"2021000000000101": "group-7", "2021000000000102": "group-7"}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "outcome"),
+    [
+        ({"app_id": "2021999999999999"}, 400, "invalid"),
+        ({"source": "somewhere_else"}, 400, "invalid"),
+        ({"app_auth_code": "x" * 8}, 400, "invalid"),
+        ({"app_auth_code": None}, 400, "invalid"),
+        ({"state": "v1.forged.9999999999.AAAAAAAAAAAAAAAAAAAAAA"}, 400, "state_rejected"),
+        ({"state": None}, 400, "state_rejected"),
+    ],
+)
+def test_bad_callbacks_get_a_clear_page_and_never_reach_alipay(stack, change, status, outcome):
+    params = {k: v for k, v in {**stack.consent(stack.create_link()), **change}.items() if v is not None}
+    response = stack.callback(params)
+    assert response.status_code == status
+    assert f'data-outcome="{outcome}"' in response.text
+    assert stack.emulator.requests_received == 0
+    assert not [i for i in stack.table_items() if i["pk"]["S"].startswith("CODE#")]
+
+
+def test_a_state_cannot_authorize_a_second_code(stack):
+    link = stack.create_link()
+    first = stack.consent(link)
+    assert stack.callback(first).status_code == 200
+    second = {**first, "app_auth_code": stack.emulator.issue_code(stack.creds.app_id)}
+    response = stack.callback(second)
+    assert response.status_code == 400 and 'data-outcome="state_rejected"' in response.text
+    assert stack.emulator.requests_received == 1
+
+
+def test_a_spent_code_gets_a_page_with_a_fresh_link(stack):
+    params = stack.consent(stack.create_link("c-1"))
+    # The code is spent elsewhere first (e.g. by hand with alipay-v3 call)
+    stack.container.authorization._token_api().exchange_code(params["app_auth_code"])
+    response = stack.callback(params)
+    assert response.status_code == 410 and 'data-outcome="code_spent"' in response.text
+    assert "重新授权" in response.text and "state=v1." in response.text
+
+
+def test_alipay_failure_after_processing_is_reported_honestly(stack):
+    params = stack.consent(stack.create_link())
+    stack.emulator.inject(Fault.HTTP_502_AFTER_PROCESSING)
+    response = stack.callback(params)
+    assert response.status_code == 502 and 'data-outcome="unconfirmed"' in response.text
+    again = stack.callback(params)  # a reload does not exchange the (spent) code again
+    assert 'data-outcome="unconfirmed"' in again.text and stack.emulator.requests_received == 1
+
+
+def test_tampered_response_is_never_stored(stack):
+    params = stack.consent(stack.create_link())
+    stack.emulator.inject(Fault.TAMPER_BODY)
+    response = stack.callback(params)
+    assert response.status_code == 502
+    assert not [i for i in stack.table_items() if i["sk"]["S"] == "TOKEN"]
+
+
+def test_storage_failure_after_exchange_parks_the_result(stack, monkeypatch):
+    from app_auth.errors import StorageError
+
+    def broken(*args, **kwargs):
+        raise StorageError("DynamoDB put_item failed: InternalServerError")
+
+    monkeypatch.setattr(stack.container.store, "save_authorization", broken)
+    response = stack.callback(stack.consent(stack.create_link()))
+    assert response.status_code == 202 and 'data-outcome="parked"' in response.text
+    sqs = stack.aws.client("sqs")
+    [message] = sqs.receive_message(
+        QueueUrl=stack.container.settings.replay_queue_url, MaxNumberOfMessages=10
+    )["Messages"]
+    assert "auth_app_ids" in message["Body"] and "202" not in message["Body"].split('"sealed"')[0].replace(
+        "2021", ""
+    )
+
+
+def test_unknown_routes_and_tokens(stack):
+    assert stack.http.get(f"{stack.url}/nope", timeout=10).status_code == 404
+    missing = stack.http.get(f"{stack.url}/tokens/2021000000000555", timeout=10)
+    assert missing.status_code == 404 and missing.json()["code"] == "not-found"
+
+
+def test_authorize_route_redirects_to_the_consent_page_once(stack):
+    link = stack.create_link()
+    state = link.split("state=")[1]
+    response = stack.http.get(
+        f"{stack.url}/authorize", params={"state": state}, allow_redirects=False, timeout=10
+    )
+    assert response.status_code == 302 and "appToAppAuth.htm" in response.headers["Location"]
+    bad = stack.http.get(
+        f"{stack.url}/authorize", params={"state": "nope"}, allow_redirects=False, timeout=10
+    )
+    assert bad.status_code == 400
