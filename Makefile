@@ -21,6 +21,7 @@ lint: ## ruff, formatting and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy functions/callback/app.py
 
 format: ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .

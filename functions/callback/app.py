@@ -4,6 +4,7 @@ Routes (template.yaml wires them):
 
     GET  /authorize?state=…     public: sends the merchant on to Alipay's consent page
     GET  /callback?…            public: Alipay's redirect back with app_auth_code
+    POST /notify                public: Alipay's notifications (authorized, cancelled), answered "success"
     POST /links                 IAM: create an authorization link (optionally with the ISV's ref)
     GET  /tokens/{auth_app_id}  IAM: the current app_auth_token of a merchant app
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -25,7 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from app_auth import pages
 from app_auth.container import get_container
 from app_auth.errors import AppAuthError, InvalidRequest, NotFound, StateRejected, StorageError
-from app_auth.tokens import read_current_token
+from app_auth.tokens import TokenUnusable, read_current_token
 
 logger = Logger(service="alipay-app-auth")
 metrics = Metrics(namespace="AlipayAppAuth", service="alipay-app-auth")
@@ -40,13 +41,13 @@ _OUTCOME_STATUS = {
 }
 
 
-def _page(status: int, kind: str, **kwargs: Any) -> Response:
+def _page(status: int, kind: str, **kwargs: Any) -> Response[str]:
     return Response(
         status, pages.SECURITY_HEADERS["Content-Type"], pages.render(kind, **kwargs), pages.SECURITY_HEADERS
     )
 
 
-def _json(status: int, body: dict[str, Any]) -> Response:
+def _json(status: int, body: dict[str, Any]) -> Response[str]:
     return Response(status, "application/json", json.dumps(body), {"Cache-Control": "no-store"})
 
 
@@ -56,12 +57,8 @@ def _callback_url() -> str:
     return configured or f"https://{app.current_event.request_context.domain_name}/callback"
 
 
-def _wants_json() -> bool:
-    return app.current_event.path.startswith(("/links", "/tokens"))
-
-
 @app.get("/authorize")
-def authorize() -> Response:
+def authorize() -> Response[str]:
     container = get_container()
     link = container.authorization.consent_link_for_state(
         app.current_event.get_query_string_value("state") or ""
@@ -70,7 +67,7 @@ def authorize() -> Response:
 
 
 @app.get("/callback")
-def callback() -> Response:
+def callback() -> Response[str]:
     container = get_container()
     params = app.current_event.query_string_parameters or {}
     result = container.authorization.handle_callback(params)
@@ -96,8 +93,24 @@ def callback() -> Response:
     return _page(_OUTCOME_STATUS[result.outcome], result.outcome, facts=facts, link=result.fresh_link)
 
 
+@app.post("/notify")
+def notify() -> Response[str]:
+    params = _form_fields(app.current_event.decoded_body or "")
+    answer = get_container().notifications.handle(params)
+    logger.info("notification handled", kind=params.get("notify_type") or params.get("msg_method"))
+    return Response(200, "text/plain; charset=utf-8", answer)
+
+
+def _form_fields(body: str) -> dict[str, str]:
+    """Alipay posts application/x-www-form-urlencoded UTF-8; a malformed body is a 400, not a crash."""
+    try:
+        return dict(parse_qsl(body, keep_blank_values=True, strict_parsing=True, max_num_fields=100))
+    except ValueError as exc:
+        raise InvalidRequest("the body is not a form (application/x-www-form-urlencoded)") from exc
+
+
 @app.post("/links")
-def create_link() -> Response:
+def create_link() -> Response[str]:
     body = app.current_event.json_body if app.current_event.body else {}
     if not isinstance(body, dict):
         raise InvalidRequest('the body must be a JSON object like {"ref": "customer-42"}')
@@ -114,56 +127,60 @@ def create_link() -> Response:
 
 
 @app.get("/tokens/<auth_app_id>")
-def read_token(auth_app_id: str) -> Response:
+def read_token(auth_app_id: str) -> Response[str]:
     token = read_current_token(get_container().store, auth_app_id)
     return _json(200, token.as_dict())
 
 
+def _refusal(status: int, exc: AppAuthError, page: str) -> Response[str]:
+    """One error, in the form its caller reads: JSON for the ISV's routes, text for Alipay's
+    notifications, a page for the merchant's browser."""
+    path = app.current_event.path
+    if path.startswith(("/links", "/tokens")):
+        return _json(status, {"code": exc.code, "message": exc.message})
+    if path.startswith("/notify"):
+        return Response(status, "text/plain; charset=utf-8", f"fail: {exc.code}")
+    return _page(status, page, detail=exc.message if status < 500 else None)
+
+
 @app.exception_handler(StateRejected)
-def _state_rejected(exc: StateRejected) -> Response:
-    logger.info("callback refused", code=exc.code)
-    if _wants_json():
-        return _json(400, {"code": exc.code, "message": exc.message})
-    return _page(400, "state_rejected", detail=exc.message)
+def _state_rejected(exc: StateRejected) -> Response[str]:
+    logger.info("request refused", code=exc.code)
+    return _refusal(400, exc, "state_rejected")
 
 
 @app.exception_handler(InvalidRequest)
-def _invalid(exc: InvalidRequest) -> Response:
+def _invalid(exc: InvalidRequest) -> Response[str]:
     logger.info("request refused", code=exc.code)
-    if _wants_json():
-        return _json(400, {"code": exc.code, "message": exc.message})
-    return _page(400, "invalid", detail=exc.message)
+    return _refusal(400, exc, "invalid")
 
 
 @app.exception_handler(NotFound)
-def _not_found(exc: NotFound) -> Response:
-    if _wants_json():
-        return _json(404, {"code": exc.code, "message": exc.message})
-    return _page(404, "not_found")
+def _not_found(exc: NotFound) -> Response[str]:
+    return _refusal(404, exc, "not_found")
+
+
+@app.exception_handler(TokenUnusable)
+def _unusable(exc: TokenUnusable) -> Response[str]:
+    return _refusal(409, exc, "invalid")
 
 
 @app.exception_handler(StorageError)
-def _unavailable(exc: StorageError) -> Response:
+def _unavailable(exc: StorageError) -> Response[str]:
     logger.error("dependency failure", code=exc.code, error=exc.message)
     metrics.add_metric(name="DependencyFailure", unit=MetricUnit.Count, value=1)
-    if _wants_json():
-        return _json(503, {"code": exc.code, "message": "temporarily unavailable; retry"})
-    return _page(503, "unavailable")
+    return _refusal(503, exc, "unavailable")
 
 
 @app.exception_handler(AppAuthError)
-def _other_domain_error(exc: AppAuthError) -> Response:
+def _other_domain_error(exc: AppAuthError) -> Response[str]:
     logger.warning("request failed", code=exc.code, error=exc.message)
-    if _wants_json():
-        return _json(409, {"code": exc.code, "message": exc.message})
-    return _page(409, "unavailable", detail=exc.message)
+    return _refusal(409, exc, "unavailable")
 
 
 @app.not_found
-def _no_route(_: Exception) -> Response:
-    if _wants_json():
-        return _json(404, {"code": "not-found", "message": "no such route"})
-    return _page(404, "not_found")
+def _no_route(_: Exception) -> Response[str]:
+    return _refusal(404, NotFound("no such route"), "not_found")
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -25,6 +25,7 @@ from .crypto import EnvelopeCipher
 from .errors import StorageError
 from .events import EventPublisher
 from .links import StateSigner
+from .notifications import NotificationService
 from .settings import Settings
 from .store import Store
 
@@ -73,6 +74,7 @@ class Container:
     secrets: SecretSource
     publisher: EventPublisher
     authorization: AuthorizationService
+    notifications: NotificationService
     clients: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,7 +117,10 @@ def build_container(
         clock=clock,
         sleep=sleep,
     )
-    return Container(settings, store, secrets, publisher, authorization, clients)
+    notifications = NotificationService(
+        settings=settings, store=store, alipay_config=secrets.alipay_config, publisher=publisher, clock=clock
+    )
+    return Container(settings, store, secrets, publisher, authorization, notifications, clients)
 
 
 def _once[T](factory: Callable[[], T]) -> Callable[[], T]:

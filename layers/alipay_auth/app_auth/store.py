@@ -44,6 +44,11 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+def token_digest(app_auth_token: str) -> str:
+    """Tells two tokens apart without storing either: a 128-bit prefix of SHA-256 of a random token."""
+    return hashlib.sha256(app_auth_token.encode()).hexdigest()[:32]
+
+
 def due_shard(auth_app_id: str) -> str:
     return f"DUE#{int(hashlib.sha256(auth_app_id.encode()).hexdigest(), 16) % DUE_SHARDS}"
 
@@ -85,6 +90,7 @@ class TokenRecord:
     updated_at: float
     previous_valid_until: float | None
     last_error: str | None
+    token_digest: str
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -110,6 +116,7 @@ class TokenRecord:
             updated_at=float(plain["updated_at"]),
             previous_valid_until=num("previous_valid_until"),
             last_error=plain.get("last_error"),
+            token_digest=plain.get("token_digest", ""),
             raw=dict(item),
         )
 
@@ -186,13 +193,17 @@ class Store:
         """Store a freshly exchanged token, superseding any earlier authorization of the same app.
 
         The superseded pair stays readable as ``previous`` for ``grace_seconds``, so a service that
-        read it a moment ago is not handed a dead token mid-flight. Conditional on the version read,
-        retried a few times when another writer got there first.
+        read it a moment ago is not handed a dead token mid-flight. Saving the token already stored
+        changes nothing (a notification and a callback may both bring it). Conditional on the
+        version read, retried a few times when another writer got there first.
         """
         pk = token_pk(token.auth_app_id)
         now = self._clock()
+        digest = token_digest(token.app_auth_token)
         for _ in range(5):
             existing = self._get(pk, "TOKEN")
+            if existing is not None and existing.get("token_digest", {}).get("S") == digest:
+                return TokenRecord.from_item(existing)
             values: dict[str, Any] = {
                 "pk": pk,
                 "sk": "TOKEN",
@@ -206,6 +217,7 @@ class Store:
                 "due_at": _dec(due_at),
                 "due_shard": due_shard(token.auth_app_id),
                 "failures": 0,
+                "token_digest": digest,
             }
             if isv_ref:
                 values["isv_ref"] = isv_ref
@@ -264,6 +276,23 @@ class Store:
         except ConcurrentUpdate as exc:
             raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
         return TokenRecord.from_item(result["Attributes"])
+
+    # -- notifications -----------------------------------------------------------------------------
+
+    def notification_seen(self, notify_id: str) -> bool:
+        return self._get(f"NOTIFY#{notify_id}", "NOTIFY") is not None
+
+    def remember_notification(self, notify_id: str, *, kind: str, ttl_seconds: float) -> None:
+        """Recorded after the notification was handled, so a failure leaves it to Alipay's retry."""
+        now = self._clock()
+        values = {
+            "pk": f"NOTIFY#{notify_id}",
+            "sk": "NOTIFY",
+            "kind": kind,
+            "handled_at": _dec(now),
+            "expires_at": int(now + ttl_seconds),
+        }
+        self._call("put_item", Item=_wire(values))
 
     # -- authorization states ----------------------------------------------------------------------
 

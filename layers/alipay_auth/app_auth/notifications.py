@@ -1,0 +1,154 @@
+"""Alipay's notifications to the ISV's app gateway (``POST /notify``).
+
+Two kinds matter here:
+
+* ``open_app_auth_notify`` (status ``execute_auth``): a merchant authorized the app. It carries the
+  tokens, so it fills in an authorization whose callback never arrived (the merchant closed the
+  tab). It never overwrites a live token: notifications are retried for hours, and by then the
+  refresher may have rotated the pair the notification carries.
+* ``alipay.open.auth.appauth.cancelled``: the merchant withdrew the authorization: the token is
+  marked revoked and leaves the rotation schedule.
+
+Every notification is verified (v2 ``sign``) before anything is read from it, and answered
+``success`` once handled - also when it was handled before, which is how duplicates end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from alipay_v3 import AlipayConfig, AppToken, verify_notification
+
+from . import events
+from .errors import InvalidRequest, NotFound
+from .settings import Settings
+from .store import ACTIVE, Store
+
+logger = logging.getLogger(__name__)
+
+AUTH_NOTIFY = "open_app_auth_notify"
+CANCELLED = "alipay.open.auth.appauth.cancelled"
+ACKNOWLEDGED = "success"
+_SEEN_TTL_SECONDS = 30 * 86400
+
+
+class NotificationService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        alipay_config: Callable[[], AlipayConfig],
+        publisher: events.EventPublisher,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._config = alipay_config
+        self.publisher = publisher
+        self._clock = clock
+
+    def handle(self, params: Mapping[str, str]) -> str:
+        config = self._config()
+        if not params.get("sign"):
+            raise InvalidRequest("the notification is not signed", code="unsigned-notification")
+        key = config.alipay_key_for(params.get("alipay_cert_sn"))
+        if not verify_notification(params, key):
+            raise InvalidRequest(
+                "the notification's signature does not verify", code="invalid-notification-signature"
+            )
+        if params.get("app_id") != config.app_id:
+            raise InvalidRequest("the notification is for another application", code="wrong-app-id")
+        notify_id = params.get("notify_id") or params.get("msg_uid")
+        if not notify_id:
+            raise InvalidRequest("the notification carries no notify_id", code="missing-notify-id")
+        if self.store.notification_seen(notify_id):
+            return ACKNOWLEDGED
+        kind = params.get("msg_method") or params.get("notify_type") or "unknown"
+        biz = _biz_content(params)
+        if kind == AUTH_NOTIFY:
+            self._authorized(biz, config.app_id, _notify_time(params))
+        elif kind == CANCELLED:
+            self._cancelled(biz, config.app_id)
+        else:
+            logger.info("notification of kind %s acknowledged without action", kind)
+        self.store.remember_notification(notify_id, kind=kind, ttl_seconds=_SEEN_TTL_SECONDS)
+        return ACKNOWLEDGED
+
+    def _authorized(self, biz: Mapping[str, Any], isv_app_id: str, sent_at: float | None) -> None:
+        detail = biz.get("detail")
+        if not isinstance(detail, Mapping) or not detail.get("auth_app_id"):
+            raise InvalidRequest(
+                "the authorization notification has no detail.auth_app_id", code="malformed-notification"
+            )
+        auth_app_id = str(detail["auth_app_id"])
+        try:
+            existing = self.store.get_token(auth_app_id)
+        except NotFound:
+            existing = None
+        if existing is not None and (
+            existing.status == ACTIVE or sent_at is None or sent_at <= existing.updated_at
+        ):
+            # The callback or an earlier notification stored it, or this is a late retry of a
+            # notification older than what we know (e.g. from before a cancellation): never roll back.
+            return
+        token = AppToken.from_fields(detail, obtained_at=self._clock())
+        self.store.save_authorization(
+            token,
+            isv_app_id=isv_app_id,
+            isv_ref=existing.isv_ref if existing else None,
+            due_at=self.settings.next_due(token.obtained_at, token.re_expires_in),
+            grace_seconds=self.settings.previous_token_grace_seconds,
+        )
+        self.publisher.publish(
+            events.AUTHORIZED,
+            auth_app_id=auth_app_id,
+            isv_app_id=isv_app_id,
+            user_id=token.user_id,
+            via="notification",
+        )
+
+    def _cancelled(self, biz: Mapping[str, Any], isv_app_id: str) -> None:
+        auth_app_id = biz.get("auth_app_id")
+        if not auth_app_id:
+            raise InvalidRequest("the cancellation carries no auth_app_id", code="malformed-notification")
+        try:
+            record = self.store.mark_revoked(str(auth_app_id), "authorization cancelled by the merchant")
+        except NotFound:
+            logger.info("cancellation for merchant app %s, which has no stored token", auth_app_id)
+            return
+        self.publisher.publish(
+            events.REVOKED,
+            auth_app_id=record.auth_app_id,
+            isv_app_id=isv_app_id,
+            isv_ref=record.isv_ref,
+            reason="cancelled",
+            via="notification",
+        )
+
+
+def _notify_time(params: Mapping[str, str]) -> float | None:
+    """``notify_time`` is China time, ``YYYY-MM-DD HH:MM:SS``; cancellations carry ``utc_timestamp`` (ms)."""
+    if params.get("utc_timestamp", "").isdigit():
+        return int(params["utc_timestamp"]) / 1000
+    try:
+        sent = dt.datetime.strptime(params.get("notify_time", ""), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return sent.replace(tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
+
+
+def _biz_content(params: Mapping[str, str]) -> dict[str, Any]:
+    raw = params.get("biz_content") or "{}"
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest("biz_content is not JSON", code="malformed-notification") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("biz_content is not a JSON object", code="malformed-notification")
+    return value

@@ -1,0 +1,120 @@
+"""POST /notify: Alipay's authorization and cancellation notifications, signed with the v2 rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alipay_v3 import sign_notification
+from sandbox.credentials import new_rsa_key
+
+pytestmark = pytest.mark.integration
+
+
+def authorized_notification(
+    stack,
+    *,
+    notify_id="n-1",
+    auth_app_id="2021000000000301",
+    token="202511BBfeedfacefeedfacefeedfacefeedface",
+):
+    detail = {
+        "app_auth_token": token,
+        "app_refresh_token": "202511BBb0b1b2b3b4b5b6b7b8b9babbbcbdbebf",
+        "user_id": "2088000000000301",
+        "auth_app_id": auth_app_id,
+        "app_id": stack.creds.app_id,
+        "expires_in": "31536000",
+        "re_expires_in": "32140800",
+        "auth_time": "2026-11-25 10:00:00",
+    }
+    return {
+        "notify_id": notify_id,
+        "notify_type": "open_app_auth_notify",
+        "notify_time": "2099-11-25 10:00:01",
+        "charset": "utf-8",
+        "version": "1.0",
+        "app_id": stack.creds.app_id,
+        "status": "execute_auth",
+        "biz_content": json.dumps({"notify_context": {"trigger": "AUTH"}, "detail": detail}),
+    }
+
+
+def cancellation(stack, auth_app_id, notify_id="c-1"):
+    return {
+        "notify_id": notify_id,
+        "utc_timestamp": "4102444800000",
+        "msg_method": "alipay.open.auth.appauth.cancelled",
+        "app_id": stack.creds.app_id,
+        "msg_type": "sys",
+        "version": "1.1",
+        "charset": "utf-8",
+        "biz_content": json.dumps({"auth_app_id": auth_app_id, "user_id": "2088000000000301"}),
+    }
+
+
+def post(stack, params, key=None):
+    signed = sign_notification(params, key or stack.creds.alipay_key)
+    return stack.http.post(f"{stack.url}/notify", data=signed, timeout=10)
+
+
+def test_notification_fills_in_an_authorization_whose_callback_never_came(stack):
+    response = post(stack, authorized_notification(stack))
+    assert (response.status_code, response.text) == (200, "success")
+    read = stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10).json()
+    assert read["app_auth_token"] == "202511BBfeedfacefeedfacefeedfacefeedface"
+    [event] = stack.published_events()
+    assert event["detail"]["via"] == "notification" and "202511BB" not in json.dumps(event)
+
+
+def test_duplicates_are_answered_success_and_handled_once(stack):
+    params = authorized_notification(stack)
+    assert post(stack, params).text == "success"
+    assert post(stack, params).text == "success"
+    assert len(stack.published_events()) == 1
+
+
+def test_a_notification_never_overwrites_a_live_token(stack):
+    link = stack.create_link("c-9")
+    assert stack.callback(stack.consent(link, merchant_app_ids=["2021000000000301"])).status_code == 200
+    live = stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10).json()["app_auth_token"]
+    assert post(stack, authorized_notification(stack, notify_id="late")).text == "success"
+    after = stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10).json()
+    assert after["app_auth_token"] == live and after["isv_ref"] == "c-9"
+
+
+def test_cancellation_revokes_and_emits_once(stack):
+    assert post(stack, authorized_notification(stack)).text == "success"
+    stack.published_events()
+    assert post(stack, cancellation(stack, "2021000000000301")).text == "success"
+    read = stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10)
+    assert read.status_code == 409 and read.json()["code"] == "token-unusable"
+    [event] = stack.published_events()
+    assert event["detail-type"] == "Authorization Revoked"
+    # a late retry of the original authorization notification does not bring the token back
+    assert post(stack, authorized_notification(stack, notify_id="retry-of-old")).text == "success"
+    assert stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10).status_code == 409
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda stack, p: post(stack, p, key=new_rsa_key()),  # signed by someone else
+        lambda stack, p: stack.http.post(
+            f"{stack.url}/notify",
+            data={**sign_notification(p, stack.creds.alipay_key), "notify_id": "other"},
+            timeout=10,
+        ),
+        lambda stack, p: stack.http.post(f"{stack.url}/notify", data=p, timeout=10),  # unsigned
+        lambda stack, p: post(stack, {**p, "app_id": "2021999999999999"}),  # for another ISV app
+        lambda stack, p: stack.http.post(f"{stack.url}/notify", data=b"%%%&&&==", timeout=10),
+    ],
+)
+def test_forged_notifications_are_refused_and_leave_no_trace(stack, forge):
+    response = forge(stack, authorized_notification(stack))
+    assert response.status_code == 400 and response.text.startswith("fail")
+    assert stack.table_items() == [] or all(
+        not i["pk"]["S"].startswith(("APP#", "NOTIFY#")) for i in stack.table_items()
+    )
+    assert stack.published_events() == []
