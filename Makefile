@@ -22,6 +22,7 @@ lint: ## ruff, formatting and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy functions/callback/app.py
+	$(VENV)/bin/mypy functions/refresher/app.py
 
 format: ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .

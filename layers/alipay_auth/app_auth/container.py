@@ -26,6 +26,7 @@ from .errors import StorageError
 from .events import EventPublisher
 from .links import StateSigner
 from .notifications import NotificationService
+from .refresh import RefreshService
 from .settings import Settings
 from .store import Store
 
@@ -75,6 +76,7 @@ class Container:
     publisher: EventPublisher
     authorization: AuthorizationService
     notifications: NotificationService
+    refresher: RefreshService
     clients: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,7 +122,10 @@ def build_container(
     notifications = NotificationService(
         settings=settings, store=store, alipay_config=secrets.alipay_config, publisher=publisher, clock=clock
     )
-    return Container(settings, store, secrets, publisher, authorization, notifications, clients)
+    refresher = RefreshService(
+        settings=settings, store=store, token_api=get_token_api, publisher=publisher, clock=clock
+    )
+    return Container(settings, store, secrets, publisher, authorization, notifications, refresher, clients)
 
 
 def _once[T](factory: Callable[[], T]) -> Callable[[], T]:

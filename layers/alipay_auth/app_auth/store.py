@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -91,6 +91,7 @@ class TokenRecord:
     previous_valid_until: float | None
     last_error: str | None
     token_digest: str
+    failures: int
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -117,6 +118,7 @@ class TokenRecord:
             previous_valid_until=num("previous_valid_until"),
             last_error=plain.get("last_error"),
             token_digest=plain.get("token_digest", ""),
+            failures=int(plain.get("failures") or 0),
             raw=dict(item),
         )
 
@@ -275,6 +277,142 @@ class Store:
             )
         except ConcurrentUpdate as exc:
             raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
+        return TokenRecord.from_item(result["Attributes"])
+
+    # -- rotation ----------------------------------------------------------------------------------
+    #
+    # A refresh holds a lease on the item (owner + expiry) taken with a conditional write, and
+    # commits the new pair with a write conditional on the version it leased and on still owning
+    # the lease. So two refreshers never both commit, a refresher whose lease ran out cannot
+    # overwrite the one that took over, and a re-authorization in between wins over both.
+
+    def due_app_ids(self, now: float, *, limit: int | None = None) -> Iterator[tuple[str, float]]:
+        """(merchant app, due time) of each rotation due, oldest first per shard, via the sparse index."""
+        returned = 0
+        for shard in range(DUE_SHARDS):
+            kwargs: dict[str, Any] = {
+                "IndexName": DUE_INDEX,
+                "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
+                "ExpressionAttributeValues": {":shard": {"S": f"DUE#{shard}"}, ":now": {"N": _num(now)}},
+            }
+            while True:
+                page = self._call("query", **kwargs)
+                for item in page.get("Items", []):
+                    yield item["pk"]["S"].removeprefix("APP#"), float(item["due_at"]["N"])
+                    returned += 1
+                    if limit is not None and returned >= limit:
+                        return
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def acquire_lease(
+        self, auth_app_id: str, owner: str, lease_seconds: float, *, force: bool = False
+    ) -> TokenRecord:
+        """Take the item for one refresh. Raises ``ConcurrentUpdate`` when it is not due (any more),
+        not active, or leased by a live holder: in each case there is nothing for this caller to do."""
+        now = self._clock()
+        condition = "#s = :active AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+        if not force:
+            condition += " AND due_at <= :now"
+        result = self._call(
+            "update_item",
+            Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
+            UpdateExpression="SET lease_owner = :owner, lease_until = :until",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":active": {"S": ACTIVE},
+                ":now": {"N": _num(now)},
+                ":owner": {"S": owner},
+                ":until": {"N": _num(now + lease_seconds)},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return TokenRecord.from_item(result["Attributes"])
+
+    @staticmethod
+    def _fenced(record: TokenRecord, owner: str) -> dict[str, Any]:
+        return {
+            "Key": {"pk": {"S": token_pk(record.auth_app_id)}, "sk": {"S": "TOKEN"}},
+            "ConditionExpression": "#v = :v AND lease_owner = :owner",
+        }
+
+    def commit_rotation(
+        self, record: TokenRecord, owner: str, token: AppToken, *, due_at: float, grace_seconds: float
+    ) -> TokenRecord:
+        """Write the new pair in one conditional update; the pair it replaces stays as ``previous``."""
+        now = self._clock()
+        pk = token_pk(record.auth_app_id)
+        sealed = self._cipher.seal(
+            {"app_auth_token": token.app_auth_token, "app_refresh_token": token.app_refresh_token},
+            pk=pk,
+            field="current",
+        )
+        values: dict[str, Any] = {
+            ":v": {"N": str(record.version)},
+            ":next": {"N": str(record.version + 1)},
+            ":owner": {"S": owner},
+            ":current": sealed,
+            ":previous": record.raw["current"],
+            ":grace": {"N": _num(now + grace_seconds)},
+            ":obtained": {"N": _num(token.obtained_at)},
+            ":due": {"N": _num(due_at)},
+            ":digest": {"S": token_digest(token.app_auth_token)},
+            ":now": {"N": _num(now)},
+            ":zero": {"N": "0"},
+        }
+        update = (
+            "SET #v = :next, #cur = :current, previous = :previous, previous_valid_until = :grace, "
+            "obtained_at = :obtained, due_at = :due, token_digest = :digest, updated_at = :now, "
+            "refreshed_at = :now, failures = :zero"
+        )
+        for name in ("re_expires_in", "expires_in"):
+            if getattr(token, name) is not None:
+                update += f", {name} = :{name}"
+                values[f":{name}"] = {"N": str(getattr(token, name))}
+        result = self._call(
+            "update_item",
+            **self._fenced(record, owner),
+            UpdateExpression=update + " REMOVE lease_owner, lease_until, last_error",
+            ExpressionAttributeNames={"#v": "version", "#cur": "current"},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return TokenRecord.from_item(result["Attributes"])
+
+    def record_refresh_failure(
+        self, record: TokenRecord, owner: str, *, error: str, retry_at: float, dead: bool
+    ) -> TokenRecord:
+        """A failed refresh: back off (``retry_at``), or, for a dead grant, leave the schedule for good."""
+        now = self._clock()
+        values: dict[str, Any] = {
+            ":v": {"N": str(record.version)},
+            ":owner": {"S": owner},
+            ":error": {"S": error[:200]},
+            ":now": {"N": _num(now)},
+            ":one": {"N": "1"},
+        }
+        if dead:
+            update = (
+                "SET #s = :dead, last_error = :error, updated_at = :now, #v = #v + :one "
+                "REMOVE due_shard, due_at, lease_owner, lease_until"
+            )
+            values[":dead"] = {"S": NEEDS_REAUTH}
+        else:
+            update = (
+                "SET due_at = :retry, last_error = :error, updated_at = :now, failures = failures + :one "
+                "REMOVE lease_owner, lease_until"
+            )
+            values[":retry"] = {"N": _num(retry_at)}
+        result = self._call(
+            "update_item",
+            **self._fenced(record, owner),
+            UpdateExpression=update,
+            ExpressionAttributeNames={"#v": "version", **({"#s": "status"} if dead else {})},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
         return TokenRecord.from_item(result["Attributes"])
 
     # -- notifications -----------------------------------------------------------------------------

@@ -1,0 +1,226 @@
+"""Rotation: refresh what is due, without ever losing the only valid refresh token.
+
+One token's refresh, step by step (``refresh_one``):
+
+1. lease the item (a conditional write: active, due, not leased by a live holder);
+2. call Alipay with the current refresh token;
+3. commit the new pair in one write fenced by the leased version and the lease owner, keeping the
+   old pair as ``previous`` for its grace window.
+
+Killed between 2 and 3, nothing is lost: the stored refresh token is the one we sent, which Alipay
+keeps valid through its grace window, and the lease expires so the next run tries again. A
+``REFRESH_TOKEN_NOT_VALID`` is first suspected to be a lost race: the item is re-read, and if
+another worker rotated it, that is success. Only a verified dead grant marks the app as needing
+re-authorization; anything else backs off (growing, capped, jittered) and is tried again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from alipay_v3 import AlipayApiError, AlipayError, TokenApi
+
+from . import events
+from .errors import AppAuthError, ConcurrentUpdate, NotFound
+from .settings import Settings
+from .store import Store, TokenRecord
+
+logger = logging.getLogger(__name__)
+
+# Outcomes of one refresh.
+REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH = "refreshed", "raced", "skipped", "failed", "needs_reauth"
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    lease_seconds: float = 120.0  # well above one call's worst case (timeouts x attempts + backoff)
+    backoff_base_seconds: float = 60.0
+    backoff_cap_seconds: float = 6 * 3600.0
+    concurrency: int = 16
+    max_calls_per_second: float = 20.0  # stay under Alipay's QPS for the app
+    stop_margin_seconds: float = 30.0  # stop taking work this long before the invocation ends
+
+    def backoff(self, failures: int) -> float:
+        """Full jitter over an exponential, capped: failures 1, 2, 3... wait up to base, 2 base, 4 base..."""
+        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** max(0, failures - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+
+@dataclass
+class RunSummary:
+    due: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    max_lag_seconds: float = 0.0
+    stopped_early: bool = False
+    left_retryable: bool = False
+
+    def count(self, outcome: str) -> int:
+        return self.outcomes.get(outcome, 0)
+
+
+class RateLimiter:
+    """Spaces calls at most ``rate`` per second across threads."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            self._sleep(start - now)
+
+
+class RefreshService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        token_api: Callable[[], TokenApi],
+        publisher: events.EventPublisher,
+        policy: RefreshPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._token_api = token_api
+        self.publisher = publisher
+        self.policy = policy or RefreshPolicy()
+        self._clock = clock
+        self.owner = owner or uuid.uuid4().hex  # one per execution environment: leases name it
+        self._limiter = RateLimiter(self.policy.max_calls_per_second)
+
+    # -- one token ---------------------------------------------------------------------------------
+
+    def refresh_one(self, auth_app_id: str, *, force: bool = False) -> str:
+        try:
+            record = self.store.acquire_lease(auth_app_id, self.owner, self.policy.lease_seconds, force=force)
+        except ConcurrentUpdate:
+            return SKIPPED  # not due any more, leased by a live worker, or not active
+        pair = self.store.open_current(record)
+        self._limiter.acquire()
+        try:
+            grant = self._token_api().refresh(pair.app_refresh_token)
+        except AlipayApiError as exc:
+            if exc.grant_dead and exc.verified and self._rotated_by_someone_else(record):
+                return RACED
+            return self._failed(record, exc, dead=exc.grant_dead and exc.verified)
+        except AlipayError as exc:
+            return self._failed(record, exc, dead=False)
+        token = next((t for t in grant.tokens if t.auth_app_id == auth_app_id), grant.primary)
+        try:
+            self.store.commit_rotation(
+                record,
+                self.owner,
+                token,
+                due_at=self.settings.next_due(token.obtained_at, token.re_expires_in),
+                grace_seconds=self.settings.previous_token_grace_seconds,
+            )
+        except ConcurrentUpdate:
+            # Our lease ran out and another worker (or a re-authorization) wrote first. Its pair is
+            # the stored one; ours was never handed out. Nothing is lost.
+            logger.warning("rotation of %s lost its lease before the commit", auth_app_id)
+            return RACED
+        self.publisher.publish(
+            events.REFRESHED, auth_app_id=auth_app_id, isv_ref=record.isv_ref, version=record.version + 1
+        )
+        if record.failures:
+            self.publisher.publish(events.RECOVERED, auth_app_id=auth_app_id, isv_ref=record.isv_ref)
+        return REFRESHED
+
+    def _rotated_by_someone_else(self, leased: TokenRecord) -> bool:
+        """A REFRESH_TOKEN_NOT_VALID right after someone else rotated is a lost race, not a dead grant."""
+        try:
+            now = self.store.get_token(leased.auth_app_id)
+        except NotFound:
+            return False
+        return now.version > leased.version or now.token_digest != leased.token_digest
+
+    def _failed(self, record: TokenRecord, exc: AlipayError, *, dead: bool) -> str:
+        retry_at = self._clock() + self.policy.backoff(record.failures + 1)
+        try:
+            self.store.record_refresh_failure(
+                record, self.owner, error=exc.code, retry_at=retry_at, dead=dead
+            )
+        except ConcurrentUpdate:
+            return RACED
+        if dead:
+            logger.warning("merchant app %s needs re-authorization (%s)", record.auth_app_id, exc.code)
+            self.publisher.publish(
+                events.NEEDS_REAUTHORIZATION,
+                auth_app_id=record.auth_app_id,
+                isv_ref=record.isv_ref,
+                error_code=exc.code,
+            )
+            return NEEDS_REAUTH
+        logger.info(
+            "refresh of %s failed (%s), retry in %.0fs",
+            record.auth_app_id,
+            exc.code,
+            retry_at - self._clock(),
+        )
+        if record.failures == 0:
+            self.publisher.publish(
+                events.REFRESH_FAILED,
+                auth_app_id=record.auth_app_id,
+                isv_ref=record.isv_ref,
+                error_code=exc.code,
+            )
+        return FAILED
+
+    # -- a scheduled run ---------------------------------------------------------------------------
+
+    def run(self, *, remaining_seconds: Callable[[], float], limit: int | None = None) -> RunSummary:
+        """Refresh what is due with bounded concurrency; stop taking work before time runs out."""
+        summary = RunSummary()
+        now = self._clock()
+        due: Iterator[tuple[str, float]] = self.store.due_app_ids(now, limit=limit)
+        lock = threading.Lock()
+
+        def one(auth_app_id: str) -> None:
+            try:
+                outcome = self.refresh_one(auth_app_id)
+            except AppAuthError as exc:  # storage trouble for this one item: the next run retries it
+                logger.warning("refresh of %s could not be completed: %s", auth_app_id, exc.code)
+                outcome = FAILED
+            with lock:
+                summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + 1
+
+        with ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="refresh") as pool:
+            running: set[Future[None]] = set()
+            for auth_app_id, due_at in due:
+                summary.due += 1
+                summary.max_lag_seconds = max(summary.max_lag_seconds, now - due_at)
+                if remaining_seconds() < self.policy.stop_margin_seconds:
+                    summary.stopped_early = True
+                    break
+                if len(running) >= self.policy.concurrency * 2:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        future.result()
+                running.add(pool.submit(one, auth_app_id))
+            for future in running:
+                future.result()
+        summary.left_retryable = summary.count(FAILED) > 0 or summary.stopped_early
+        return summary

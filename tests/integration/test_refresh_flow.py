@@ -1,0 +1,104 @@
+"""Rotation over the real wire: lease, refresh at the emulator, fenced commit, dead grants, races."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app_auth.refresh import NEEDS_REAUTH, REFRESHED, SKIPPED, RefreshPolicy, RefreshService
+
+pytestmark = pytest.mark.integration
+
+
+def authorize(stack, merchant_app_ids):
+    link = stack.create_link("r-1")
+    assert stack.callback(stack.consent(link, merchant_app_ids=merchant_app_ids)).status_code == 200
+    stack.published_events()
+
+
+def make_due(stack, auth_app_id):
+    stack.aws.client("dynamodb").update_item(
+        TableName=stack.container.settings.table_name,
+        Key={"pk": {"S": f"APP#{auth_app_id}"}, "sk": {"S": "TOKEN"}},
+        UpdateExpression="SET due_at = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+
+
+def refresher(stack, **policy):
+    c = stack.container
+    return RefreshService(
+        settings=c.settings,
+        store=c.store,
+        token_api=c.authorization._token_api,
+        publisher=c.publisher,
+        policy=RefreshPolicy(**policy),
+    )
+
+
+def read(stack, app_id):
+    return stack.http.get(f"{stack.url}/tokens/{app_id}", timeout=10)
+
+
+def test_forced_refresh_rotates_and_readers_get_the_new_token(stack):
+    authorize(stack, ["2021000000000401"])
+    before = read(stack, "2021000000000401").json()
+    assert refresher(stack).refresh_one("2021000000000401", force=True) == REFRESHED
+    after = read(stack, "2021000000000401").json()
+    assert after["version"] == before["version"] + 1 and after["app_auth_token"] != before["app_auth_token"]
+    assert stack.emulator.token_valid(after["app_auth_token"])
+    assert stack.emulator.refresh_count("2021000000000401") == 1
+    [event] = stack.published_events()
+    assert event["detail-type"] == "Token Refreshed" and after["app_auth_token"] not in str(event)
+
+
+def test_nothing_is_refreshed_before_it_is_due(stack):
+    authorize(stack, ["2021000000000402"])
+    assert refresher(stack).refresh_one("2021000000000402") == SKIPPED
+    summary = refresher(stack).run(remaining_seconds=lambda: 300)
+    assert summary.due == 0 and stack.emulator.refresh_count("2021000000000402") == 0
+
+
+def test_a_run_refreshes_what_is_due_through_the_index(stack):
+    authorize(stack, ["2021000000000411", "2021000000000412", "2021000000000413"])
+    make_due(stack, "2021000000000411")
+    make_due(stack, "2021000000000413")
+    summary = refresher(stack).run(remaining_seconds=lambda: 300)
+    assert (summary.due, summary.count(REFRESHED), summary.left_retryable) == (2, 2, False)
+    assert [stack.emulator.refresh_count(f"20210000000004{n}") for n in (11, 12, 13)] == [1, 0, 1]
+    # rotated items are due again only much later
+    assert refresher(stack).run(remaining_seconds=lambda: 300).due == 0
+
+
+def test_revoked_grant_needs_reauthorization_once_and_is_not_hammered(stack):
+    authorize(stack, ["2021000000000421"])
+    stack.emulator.revoke(stack.creds.app_id, "2021000000000421")
+    make_due(stack, "2021000000000421")
+    assert refresher(stack).refresh_one("2021000000000421") == NEEDS_REAUTH
+    assert read(stack, "2021000000000421").status_code == 409
+    events = [e["detail-type"] for e in stack.published_events()]
+    assert events == ["Reauthorization Needed"]
+    calls = stack.emulator.requests_received
+    assert refresher(stack).run(remaining_seconds=lambda: 300).due == 0
+    assert stack.emulator.requests_received == calls
+
+
+def test_two_refreshers_over_the_same_due_tokens_rotate_each_once(stack):
+    apps = [f"20210000000005{n:02d}" for n in range(12)]
+    authorize(stack, apps)
+    for app in apps:
+        make_due(stack, app)
+    results = []
+    workers = [refresher(stack, concurrency=4) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda w=w: results.append(w.run(remaining_seconds=lambda: 300)))
+        for w in workers
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(r.count(REFRESHED) for r in results) == len(apps)
+    assert sum(r.count(NEEDS_REAUTH) for r in results) == 0
+    assert all(stack.emulator.refresh_count(app) == 1 for app in apps)
