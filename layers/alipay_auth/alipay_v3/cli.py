@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -115,16 +116,21 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     call = commands.add_parser(
         "call",
         help="sign a request, send it, verify and decrypt the answer, print its JSON",
-        description=(
+        description=textwrap.fill(
             "Sign a request with the app private key, send it, verify Alipay's signature on the answer, "
             "decrypt it if --encrypt, and print its JSON. Fields whose name ends in 'token' are masked on "
-            "stdout; --output saves the full answer."
+            "stdout; --output saves the full answer.",
+            width=100,
         ),
         epilog=EXAMPLES + "\n" + _exit_code_help(),
         formatter_class=formatter,
     )
     call.add_argument(
-        "method", metavar="METHOD", type=str.upper, choices=["GET", "POST", "PUT", "PATCH", "DELETE"]
+        "method",
+        metavar="METHOD",
+        type=str.upper,
+        choices=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        help="GET, POST, PUT, PATCH or DELETE",
     )
     call.add_argument("path", metavar="PATH", help="the API path, e.g. /v3/alipay/open/auth/token/app")
     call.add_argument(
@@ -144,7 +150,7 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_seconds,
         metavar="S",
-        help="seconds to wait for connect and for the answer",
+        help="seconds to wait for the connection and for the answer (default: 3.05 and 10)",
     )
     call.add_argument(
         "--output", type=Path, metavar="FILE", help="also write the full, unmasked answer to FILE (mode 0600)"
@@ -162,11 +168,12 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     check = keys_commands.add_parser(
         "check",
         help="explain a configuration: formats, key pairs, certificates, expiry, common mistakes",
-        description=(
+        description=textwrap.fill(
             "Explain a configuration, also one that does not load: key formats and sizes, whether the "
             "private key matches app_public_key or app_cert, certificate subjects, issuers, SNs and "
             "expiry, and the usual copy-and-paste mistakes, each with a fix. One line per finding, "
-            "prefixed OK, WARN or ERROR. Key material is never printed; keys are named by fingerprint."
+            "prefixed OK, WARN or ERROR. Key material is never printed; keys are named by fingerprint.",
+            width=100,
         ),
         epilog=_KEYS_CHECK_EXIT_CODES,
         formatter_class=formatter,
@@ -351,6 +358,7 @@ def _write_private(path: Path, text: str) -> None:
     """The answer may hold tokens: create the file readable by its owner only."""
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through O_TRUNC
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(text)
     except OSError as exc:
