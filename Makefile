@@ -3,13 +3,19 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test test-fast lint format bench clean template-check
+.PHONY: help setup test test-fast lint format bench clean template-check demo serve
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup: ## install everything: .venv (Python 3.13), node packages
 	./scripts/setup.sh
+
+demo: ## run the product's main job on the local stack: link, consent, callback, storage, rotation, cancellation
+	$(PY) -m sandbox.demo demo
+
+serve: ## keep the local stack running and print a link to open in a browser (CONFIG=alipay.json for a real gateway)
+	$(PY) -m sandbox.demo serve $(if $(CONFIG),--config $(CONFIG))
 
 test: ## run the whole test suite (unit, interop against the official Node SDK, integration)
 	$(PY) -m pytest

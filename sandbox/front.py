@@ -8,16 +8,31 @@ template are marked as IAM-authorized here, since only the operator reaches 127.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
+
+
+def load_function(name: str) -> ModuleType:
+    """functions/<name>/app.py as its own module (every function's module is called ``app``)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_app", FUNCTIONS / name / "app.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"functions/{name}/app.py not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 IAM_ROUTES = ("/links", "/tokens/")
 MAX_BODY = 1024 * 1024  # API Gateway's payload limit is larger; nothing of ours needs more

@@ -6,7 +6,6 @@ EventBridge rule copying every token event to an SQS queue so tests can read wha
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,19 +21,10 @@ from app_auth.container import Container, build_container, set_container
 from sandbox.aws import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
-from sandbox.front import Front
+from sandbox.front import Front, load_function
 from sandbox.stack import provision
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_function(name: str) -> ModuleType:
-    """functions/<name>/app.py as its own module (each function's module is called app)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_app", ROOT / "functions" / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass

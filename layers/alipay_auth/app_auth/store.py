@@ -205,6 +205,9 @@ class Store:
         for _ in range(5):
             existing = self._get(pk, "TOKEN")
             if existing is not None and existing.get("token_digest", {}).get("S") == digest:
+                if isv_ref and "isv_ref" not in existing:
+                    # The notification stored this token first; the callback knows whose it is.
+                    return self._add_isv_ref(existing, isv_ref)
                 return TokenRecord.from_item(existing)
             values: dict[str, Any] = {
                 "pk": pk,
@@ -255,6 +258,18 @@ class Store:
                 continue
             return TokenRecord.from_item(_wire(values))
         raise ConcurrentUpdate(f"merchant app {token.auth_app_id} kept changing while it was being stored")
+
+    def _add_isv_ref(self, item: dict[str, Any], isv_ref: str) -> TokenRecord:
+        result = self._call(
+            "update_item",
+            Key={"pk": item["pk"], "sk": item["sk"]},
+            UpdateExpression="SET isv_ref = :ref",
+            ConditionExpression="#v = :v",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":ref": {"S": isv_ref}, ":v": item["version"]},
+            ReturnValues="ALL_NEW",
+        )
+        return TokenRecord.from_item(result["Attributes"])
 
     def mark_revoked(self, auth_app_id: str, reason: str) -> TokenRecord:
         """Revocation is final until the merchant authorizes again; it leaves the due index."""
