@@ -53,4 +53,17 @@ if ! java_ready; then
   java_ready || die "DynamoDB Local needs a JDK 17+ as \`java\` (with jdk.compiler): e.g. 'apt-get install -y --no-install-recommends openjdk-17-jdk-headless' as root"
 fi
 
+say "Headless Chromium and its driver from Debian (browser tests in tests/e2e)"
+# Debian's packages only: Selenium is pointed at /usr/bin/chromedriver and never downloads a browser.
+# A CJK font, so that screenshots of the bilingual pages show Chinese rather than empty boxes.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || true
+    apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei || true  # the check below says what is missing
+  fi
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
+    || die "the browser tests need Debian's chromium and chromium-driver: 'apt-get install -y chromium chromium-driver' as root"
+fi
+
 say "done: .venv/bin/alipay-v3 --help"

@@ -1,4 +1,5 @@
-"""A local Alipay for tests and the local stack: the v3 token endpoint, with faults on demand.
+"""A local Alipay for tests and the local stack: the v3 token endpoint, with faults on demand,
+the merchant consent page and notifications to the ISV's app gateway.
 
 See ``server.Emulator`` for the interface; ``python -m sandbox.emulator`` runs one alone.
 """

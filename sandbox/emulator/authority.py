@@ -42,6 +42,8 @@ class AuthCode:
     merchant_app_ids: tuple[str, ...]
     issued_at: float
     spent_at: float | None = None
+    # Set when the tokens were made at consent time (see ``consent``): the exchange hands these out.
+    minted: tuple[IssuedToken, ...] | None = None
 
 
 @dataclass
@@ -130,11 +132,25 @@ class AuthorizationAuthority:
         self, isv_app_id: str, merchant_app_ids: Sequence[str] | None = None, user_id: str | None = None
     ) -> str:
         """A merchant consented: a fresh ``app_auth_code`` for one or several of its apps."""
-        apps = tuple(merchant_app_ids) if merchant_app_ids else (_new_merchant_app_id(),)
-        code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(32))
         with self._lock:
-            self._codes[code] = AuthCode(isv_app_id, user_id or _new_user_id(), apps, self.clock())
-        return code
+            return self._new_code(isv_app_id, merchant_app_ids, user_id).code
+
+    def consent(
+        self, isv_app_id: str, merchant_app_ids: Sequence[str] | None = None, user_id: str | None = None
+    ) -> tuple[str, list[IssuedToken]]:
+        """A merchant consented on the consent page: a code, and the live tokens it stands for.
+
+        Alipay's authorization notification carries a working token before the ISV has exchanged
+        the code, so the pairs are made now and the exchange of this code hands out the same ones.
+        """
+        with self._lock:
+            issued = self._new_code(isv_app_id, merchant_app_ids, user_id)
+            now = self.clock()
+            issued.grant.minted = tuple(
+                self._authorize(issued.grant, merchant_app_id, now)
+                for merchant_app_id in issued.grant.merchant_app_ids
+            )
+            return issued.code, list(issued.grant.minted)
 
     def revoke(self, isv_app_id: str, merchant_app_id: str) -> bool:
         """The merchant cancelled the authorization: every token of it stops working at once."""
@@ -144,6 +160,12 @@ class AuthorizationAuthority:
                 return False
             authorization.revoked_at = self.clock()
             return True
+
+    def user_id_of(self, isv_app_id: str, merchant_app_id: str) -> str | None:
+        """The Alipay user who authorized this merchant app, if it ever was."""
+        with self._lock:
+            authorization = self._authorizations.get((isv_app_id, merchant_app_id))
+            return authorization.user_id if authorization is not None else None
 
     # --- what the ISV calls ---------------------------------------------------------------------
 
@@ -162,6 +184,8 @@ class AuthorizationAuthority:
             if now - grant.issued_at > self.code_ttl_seconds:
                 raise BusinessError("AUTH_CODE_NOT_VALID", "授权码无效 (app_auth_code has expired)")
             grant.spent_at = now
+            if grant.minted is not None:
+                return list(grant.minted)
             return [
                 self._authorize(grant, merchant_app_id, now) for merchant_app_id in grant.merchant_app_ids
             ]
@@ -236,6 +260,15 @@ class AuthorizationAuthority:
             and now - pair.issued_at <= self.expires_in
         )
 
+    def _new_code(
+        self, isv_app_id: str, merchant_app_ids: Sequence[str] | None, user_id: str | None
+    ) -> _NewCode:
+        apps = tuple(merchant_app_ids) if merchant_app_ids else (_new_merchant_app_id(),)
+        code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(32))
+        grant = AuthCode(isv_app_id, user_id or _new_user_id(), apps, self.clock())
+        self._codes[code] = grant
+        return _NewCode(code, grant)
+
     def _authorize(self, grant: AuthCode, merchant_app_id: str, now: float) -> IssuedToken:
         key = (grant.isv_app_id, merchant_app_id)
         authorization = self._authorizations.get(key)
@@ -261,6 +294,12 @@ class AuthorizationAuthority:
             expires_in=self.expires_in,
             re_expires_in=self.re_expires_in,
         )
+
+
+@dataclass(frozen=True)
+class _NewCode:
+    code: str
+    grant: AuthCode
 
 
 def _new_token(now: float) -> str:

@@ -34,9 +34,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from alipay_v3.server import DEFAULT_MAX_SKEW_MS, sign_response
 from sandbox.credentials import DevCredentials, make_cert, new_rsa_key
 
-from .authority import AuthorizationAuthority
+from .authority import AuthorizationAuthority, IssuedToken
+from .consent import CONSENT_PAGE_PATH, ConsentDesk
 from .faults import Draw, Fault, FaultPlan
-from .gateway import JSON_TYPE, Answer, Gateway, Request, error_body, new_trace_id
+from .gateway import JSON_TYPE, Answer, Gateway, Registration, Request, error_body, new_trace_id
+from .notify import Delivery, Notifier
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ class Reply:
 
 
 class Emulator:
-    """A local stand-in for Alipay's ``/v3/alipay/open/auth/token/app`` (and its ``/query``).
+    """A local stand-in for Alipay's ``/v3/alipay/open/auth/token/app`` (and its ``/query``), the
+    merchant consent page (``consent``) and the notifications to the ISV's app gateway (``notify``).
 
     ``clock`` drives every rule (code and token lifetimes, grace windows, request timestamp
     checks, response timestamps): a test that moves it must give the client the same clock.
@@ -74,6 +77,8 @@ class Emulator:
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+        notify_attempts: int = 3,
+        notify_backoff_seconds: float = 0.2,
     ) -> None:
         self.clock = clock
         self.authority = AuthorizationAuthority(
@@ -85,6 +90,13 @@ class Emulator:
         )
         self.gateway = Gateway(self.authority, clock=clock, max_skew_ms=max_skew_ms)
         self.faults = FaultPlan(seed)
+        self.notifier = Notifier(
+            clock=clock, attempts=notify_attempts, backoff_seconds=notify_backoff_seconds
+        )
+        self.consent = ConsentDesk(self.gateway, self.authority, on_consent=self._consented)
+        # With a notify URL set (set_notify_url): announce consents and revocations to the app gateway.
+        self.notify_on_consent = True
+        self.notify_on_revoke = True
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._other_key: rsa.RSAPrivateKey | None = None
@@ -108,6 +120,7 @@ class Emulator:
         return self.base_url
 
     def stop(self) -> None:
+        self.notifier.stop()
         server, thread = self._server, self._thread
         if server is None:
             return
@@ -135,9 +148,26 @@ class Emulator:
 
     # --- Alipay's side of the world ---------------------------------------------------------------
 
-    def register_app(self, creds: DevCredentials) -> None:
-        """Make an ISV app known: its app key and certificate, the Alipay key that answers it, its AES key."""
+    def register_app(self, creds: DevCredentials, *, redirect_uri: str | None = None) -> None:
+        """Make an ISV app known: its app key and certificate, the Alipay key that answers it, its AES key.
+
+        ``redirect_uri``: the app's registered callback URL, which consent requests must then name.
+        """
         self.gateway.register(creds)
+        if redirect_uri is not None:
+            self.consent.set_redirect_uri(creds.app_id, redirect_uri)
+
+    def set_redirect_uri(self, isv_app_id: str, redirect_uri: str | None) -> None:
+        self.consent.set_redirect_uri(isv_app_id, redirect_uri)
+
+    def set_notify_url(self, isv_app_id: str, url: str | None) -> None:
+        """The app gateway (应用网关) that notifications for this ISV app are posted to."""
+        self.notifier.set_url(isv_app_id, url)
+
+    @property
+    def consent_page_url(self) -> str:
+        """The merchant consent page: what ``CONSENT_PAGE_URL`` names to use this emulator."""
+        return self.base_url + CONSENT_PAGE_PATH
 
     def issue_code(
         self, isv_app_id: str, merchant_app_ids: Sequence[str] | None = None, user_id: str | None = None
@@ -151,8 +181,16 @@ class Emulator:
         return self.authority.issue_code(isv_app_id, merchant_app_ids, user_id)
 
     def revoke(self, isv_app_id: str, merchant_app_id: str) -> bool:
-        """The merchant cancels the authorization; its tokens stop working at once."""
-        return self.authority.revoke(isv_app_id, merchant_app_id)
+        """The merchant cancels the authorization; its tokens stop working at once (and Alipay says so)."""
+        revoked = self.authority.revoke(isv_app_id, merchant_app_id)
+        if revoked and self.notify_on_revoke:
+            user_id = self.authority.user_id_of(isv_app_id, merchant_app_id)
+            self.notifier.cancelled(self.gateway.registration(isv_app_id), merchant_app_id, user_id)
+        return revoked
+
+    def _consented(self, registration: Registration, code: str, tokens: list[IssuedToken]) -> None:
+        if self.notify_on_consent:
+            self.notifier.authorized(registration, tokens, code)
 
     def rotate_alipay_cert(self, isv_app_id: str) -> DevCredentials:
         """Alipay starts answering this app with a new key and certificate (a new ``alipay-sn``).
@@ -203,10 +241,31 @@ class Emulator:
     def token_valid(self, app_auth_token: str) -> bool:
         return self.authority.token_valid(app_auth_token)
 
+    @property
+    def notifications(self) -> list[Delivery]:
+        """Every notification POST so far: ``(params, status, body)``, status None if unanswered."""
+        return self.notifier.deliveries
+
+    @property
+    def notify_duplicates(self) -> int:
+        """Deliver each notification this many extra times, with the same notify_id (a fault)."""
+        return self.notifier.duplicates
+
+    @notify_duplicates.setter
+    def notify_duplicates(self, extra: int) -> None:
+        self.notifier.duplicates = extra
+
+    def wait_for_notifications(self, timeout: float = 10.0) -> bool:
+        """Until every notification was accepted or given up; False if ``timeout`` ran out first."""
+        return self.notifier.wait(timeout)
+
     # --- one request ----------------------------------------------------------------------------
 
     def respond(self, request: Request) -> Reply | None:
         """The reply to one request, faults included; None means: close without answering."""
+        if self.consent.handles(request):  # a page for a person, not an API call: not counted
+            page = self.consent.respond(request)
+            return Reply(page.status, page.headers, page.body)
         with self._count_lock:
             self.requests_received += 1
         trace_id = new_trace_id()
