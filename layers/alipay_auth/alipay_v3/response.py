@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from requests.structures import CaseInsensitiveDict
+
 from .config import AlipayConfig
 from .errors import AlipayApiError, DecryptError, MalformedResponseError, ResponseVerificationError
 from .signing import response_sign_content, verify
@@ -23,30 +25,28 @@ class AlipayResponse:
     trace_id: str | None
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    # requests' headers are case-insensitive; a plain dict from a test may not be.
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
+def _case_insensitive(headers: Mapping[str, str]) -> CaseInsensitiveDict[str]:
+    # requests' headers already are; a plain dict from a test or a server may not be.
+    return headers if isinstance(headers, CaseInsensitiveDict) else CaseInsensitiveDict(headers)
 
 
 def _is_signed(headers: Mapping[str, str]) -> bool:
-    signature = _header(headers, "alipay-signature")
+    signature = headers.get("alipay-signature")
     return bool(signature) and signature != "null"
 
 
 def verify_response(config: AlipayConfig, headers: Mapping[str, str], body: bytes) -> None:
     """Check ``alipay-signature`` over ``timestamp \\n nonce \\n body \\n`` with the key ``alipay-sn`` names."""
-    timestamp = _header(headers, "alipay-timestamp")
-    nonce = _header(headers, "alipay-nonce")
-    signature = _header(headers, "alipay-signature")
+    headers = _case_insensitive(headers)
+    timestamp = headers.get("alipay-timestamp")
+    nonce = headers.get("alipay-nonce")
+    signature = headers.get("alipay-signature")
     if not (timestamp and nonce and signature):
         raise ResponseVerificationError(
             "the response is not signed (alipay-timestamp, alipay-nonce or alipay-signature missing); "
             "it may not come from Alipay"
         )
-    key = config.alipay_key_for(_header(headers, "alipay-sn"))
+    key = config.alipay_key_for(headers.get("alipay-sn"))
     if not verify(key, response_sign_content(timestamp, nonce, body), signature):
         raise ResponseVerificationError(
             "the response signature does not verify with the configured Alipay "
@@ -74,7 +74,8 @@ def open_response(
     verification error, as in the PHP and Java SDKs); unsigned ones become an ``AlipayApiError``
     with ``verified=False``.
     """
-    trace_id = _header(headers, "alipay-trace-id")
+    headers = _case_insensitive(headers)
+    trace_id = headers.get("alipay-trace-id")
     if status < 400:
         verify_response(config, headers, body)
         plaintext: str | bytes = body
