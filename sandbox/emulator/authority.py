@@ -242,6 +242,13 @@ class AuthorizationAuthority:
             pair = self._by_access_token.get(app_auth_token)
             return pair is not None and self._access_token_valid(pair, self.clock())
 
+    def current_tokens(self, isv_app_id: str, merchant_app_id: str) -> tuple[str, str] | None:
+        """The live ``(app_auth_token, app_refresh_token)`` of an authorization, if it has one."""
+        with self._lock:
+            authorization = self._authorizations.get((isv_app_id, merchant_app_id))
+            pair = authorization.current if authorization is not None else None
+            return (pair.app_auth_token, pair.app_refresh_token) if pair is not None else None
+
     def refresh_count(self, merchant_app_id: str) -> int:
         with self._lock:
             return sum(

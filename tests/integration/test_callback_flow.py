@@ -7,8 +7,11 @@ HTTP front that speaks API Gateway's payload 2.0. Given/When/Then in each test's
 from __future__ import annotations
 
 import concurrent.futures
+import json
 
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import EndpointConnectionError
 
 from sandbox.emulator import Fault
 
@@ -122,6 +125,32 @@ def test_alipay_failure_after_processing_is_reported_honestly(stack):
     assert 'data-outcome="unconfirmed"' in again.text and stack.emulator.requests_received == 1
 
 
+@pytest.mark.parametrize(
+    ("fault", "delay"),
+    [
+        (Fault.HTTP_500, 0.0),
+        (Fault.DROP_CONNECTION, 0.0),
+        (Fault.DROP_AFTER_PROCESSING, 0.0),
+        (Fault.LATENCY, 1.5),  # longer than the read timeout set below
+    ],
+)
+def test_an_unanswered_exchange_is_never_retried_and_offers_a_fresh_link(stack, fault, delay):
+    # Given Alipay fails the exchange in a way that may or may not have spent the code
+    stack.container.authorization._token_api().client.timeout = (2.0, 0.5)
+    params = stack.consent(stack.create_link("c-9"))
+    stack.emulator.inject(fault, delay=delay)
+
+    # When the merchant comes back
+    response = stack.callback(params)
+
+    # Then a 502 page for a person, with a fresh link; the code was sent once (a retry could
+    # spend it twice); nothing stored
+    assert response.status_code == 502 and 'data-outcome="unconfirmed"' in response.text
+    assert "state=v1." in response.text and "Traceback" not in response.text
+    assert stack.emulator.requests_received == 1
+    assert not [i for i in stack.table_items() if i["sk"]["S"] == "TOKEN"]
+
+
 def test_tampered_response_is_never_stored(stack):
     params = stack.consent(stack.create_link())
     stack.emulator.inject(Fault.TAMPER_BODY)
@@ -130,22 +159,65 @@ def test_tampered_response_is_never_stored(stack):
     assert not [i for i in stack.table_items() if i["sk"]["S"] == "TOKEN"]
 
 
-def test_storage_failure_after_exchange_parks_the_result(stack, monkeypatch):
-    from app_auth.errors import StorageError
+def _fail_token_writes(dynamodb, how):
+    """DynamoDB itself fails every write of a token item, at the HTTP layer of the real client.
 
-    def broken(*args, **kwargs):
-        raise StorageError("DynamoDB put_item failed: InternalServerError")
+    ``500``: the service answers InternalServerError (botocore retries, then gives up);
+    ``drop``: the connection fails before an answer. Other items (claims, states) still go through.
+    """
+    failed = []
 
-    monkeypatch.setattr(stack.container.store, "save_authorization", broken)
-    response = stack.callback(stack.consent(stack.create_link()))
+    def before_send(request, **_):
+        if b'"sk": {"S": "TOKEN"}' not in request.body and b'"sk":{"S":"TOKEN"}' not in request.body:
+            return None
+        failed.append(request.headers["X-Amz-Target"].decode())
+        if how == "drop":
+            raise EndpointConnectionError(endpoint_url=request.url)
+        body = b'{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}'
+        return AWSResponse(request.url, 500, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(body))
+
+    dynamodb.meta.events.register("before-send.dynamodb.PutItem", before_send)
+    return failed
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_):
+        yield self._body
+
+
+@pytest.mark.parametrize("how", ["500", "drop"])
+def test_storage_failure_after_exchange_parks_the_result(stack, how):
+    # Given DynamoDB fails every write of the token (the claim was written before the exchange)
+    failed = _fail_token_writes(stack.container.store._db, how)
+    params = stack.consent(stack.create_link("shop-7"))
+
+    # When the merchant comes back from a successful consent
+    response = stack.callback(params)
+
+    # Then the merchant is told it is being completed, Alipay was called once,
     assert response.status_code == 202 and 'data-outcome="parked"' in response.text
+    assert failed and stack.emulator.requests_received == 1
+    # no token item exists, the claim says parked, and the sealed result waits on the replay queue
+    items = stack.table_items()
+    assert not [i for i in items if i["sk"]["S"] == "TOKEN"]
+    [claim] = [i for i in items if i["pk"]["S"].startswith("CODE#")]
+    assert claim["status"]["S"] == "parked"
     sqs = stack.aws.client("sqs")
     [message] = sqs.receive_message(
         QueueUrl=stack.container.settings.replay_queue_url, MaxNumberOfMessages=10
     )["Messages"]
-    assert "auth_app_ids" in message["Body"] and "202" not in message["Body"].split('"sealed"')[0].replace(
-        "2021", ""
-    )
+    parked = json.loads(message["Body"])
+    assert parked["kind"] == "authorization" and len(parked["auth_app_ids"]) == 1
+    assert params["app_auth_code"] not in message["Body"]
+    issued = stack.emulator.authority.current_tokens(stack.creds.app_id, parked["auth_app_ids"][0])
+    assert issued and all(secret not in message["Body"] for secret in issued)
+
+    # And a reload answers from the claim, without a second exchange
+    again = stack.callback(params)
+    assert again.status_code == 202 and stack.emulator.requests_received == 1
 
 
 def test_unknown_routes_and_tokens(stack):
