@@ -242,6 +242,11 @@ class AuthorizationAuthority:
             pair = self._by_access_token.get(app_auth_token)
             return pair is not None and self._access_token_valid(pair, self.clock())
 
+    def issued_secrets(self) -> set[str]:
+        """Every code and token this authority ever handed out: what a leak test searches for."""
+        with self._lock:
+            return {*self._codes, *self._by_access_token, *self._by_refresh_token}
+
     def current_tokens(self, isv_app_id: str, merchant_app_id: str) -> tuple[str, str] | None:
         """The live ``(app_auth_token, app_refresh_token)`` of an authorization, if it has one."""
         with self._lock:
