@@ -177,3 +177,11 @@ def test_impossible_codes_never_reach_the_network(creds, bad):
     with pytest.raises(Exception, match="impossible shape"):
         TokenApi(client).exchange_code(bad)
     assert adapter.sent == []
+
+
+def test_refresh_is_not_retried_after_a_read_timeout(creds):
+    # Alipay may still process the timed-out request after a retry, rotating away the retry's pair.
+    client, adapter = client_for(creds, [requests.ReadTimeout("read timed out"), (200, TOKEN, True)])
+    with pytest.raises(TransportError) as info:
+        TokenApi(client).refresh(TOKEN["app_refresh_token"])
+    assert info.value.request_sent and info.value.timed_out and len(adapter.sent) == 1

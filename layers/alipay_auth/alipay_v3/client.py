@@ -103,9 +103,12 @@ class AlipayClient:
     """Calls ``/v3/...`` endpoints with signing, verification and safe retries.
 
     ``idempotent=True`` on a call allows retries after the request may have been processed
-    (timeouts, dropped connections, 5xx); otherwise only failures that prove the request never
-    arrived, and 429, are retried. ``reload_config`` is called once when a response names an
-    Alipay certificate we do not hold, to pick up a rotated certificate without a restart.
+    (dropped connections, 5xx); otherwise only failures that prove the request never arrived, and
+    429, are retried. A read timeout is never retried: the request may still be processed after
+    the retry, and a refresh processed late rotates away the pair the retry returned (the caller
+    retries later, once it cannot overtake the late one). ``reload_config`` is called once when a
+    response names an Alipay certificate we do not hold, to pick up a rotated certificate without
+    a restart.
     """
 
     def __init__(
@@ -181,7 +184,7 @@ class AlipayClient:
             try:
                 return self._attempt(method, url, path, payload, headers, app_auth_token, encrypt)
             except TransportError as exc:
-                may_retry = idempotent or not exc.request_sent
+                may_retry = (idempotent and not exc.timed_out) or not exc.request_sent
                 error: AlipayError = exc
             except AlipayApiError as exc:
                 may_retry = exc.retryable and (idempotent or exc.http_status == 429)
@@ -225,6 +228,7 @@ class AlipayClient:
                 f"{method} {path} failed before a response arrived ({type(exc).__name__})"
                 + ("; Alipay may have processed it" if reached else "; the request was not sent"),
                 request_sent=reached,
+                timed_out=isinstance(exc, requests.ReadTimeout),
             ) from exc
         logger.debug(
             "%s %s -> %d in %.0f ms (trace id %s)",

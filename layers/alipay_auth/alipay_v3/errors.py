@@ -86,15 +86,17 @@ class TransportError(AlipayError):
     """The HTTP exchange itself failed (connection, timeout, reset).
 
     ``request_sent`` tells whether Alipay may have received and processed the request: when it
-    is true the outcome is unknown (a code may be spent, a refresh token rotated).
+    is true the outcome is unknown (a code may be spent, a refresh token rotated). ``timed_out``:
+    no answer within the read timeout, so Alipay may still be processing it, after any retry.
     """
 
     code = "transport-error"
     retryable = True
 
-    def __init__(self, message: str, *, request_sent: bool) -> None:
+    def __init__(self, message: str, *, request_sent: bool, timed_out: bool = False) -> None:
         super().__init__(message)
         self.request_sent = request_sent
+        self.timed_out = timed_out
 
 
 class AlipayApiError(AlipayError):

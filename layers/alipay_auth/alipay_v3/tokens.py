@@ -132,7 +132,8 @@ class TokenApi:
         )
 
     def refresh(self, app_refresh_token: str, *, encrypt: bool = False) -> TokenGrant:
-        """grant_type=refresh_token. Retried: the old refresh token stays valid through its grace window."""
+        """grant_type=refresh_token. Retried after lost answers (the old refresh token stays valid through
+        its grace window), but not after a read timeout (see ``AlipayClient``)."""
         _check_grant_value(app_refresh_token, "app_refresh_token")
         return self._call(
             {"grant_type": "refresh_token", "refresh_token": app_refresh_token}, encrypt, idempotent=True
