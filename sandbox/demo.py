@@ -33,8 +33,9 @@ from urllib.parse import urljoin
 import requests
 
 from alipay_v3 import AlipayConfig, mask
+from app_auth.operator_cli import LOCAL_STACK_FILE, LOCAL_STACK_FILE_VARIABLE, write_local_stack_file
 
-from .aws import LocalAws
+from .aws import REGION, LocalAws
 from .credentials import DevCredentials
 from .emulator import Emulator
 from .front import Front, load_function
@@ -42,6 +43,7 @@ from .stack import provision
 
 HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 CONSENT_PAGE = "/oauth2/appToAppAuth.htm"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class DemoFailed(Exception):
@@ -201,11 +203,32 @@ def serve(run: Running) -> None:
     say("\nReady. Open this link in a browser to authorize as a merchant:")
     say(f"\n  {run.url}/authorize?state={created['url'].split('state=')[1]}\n")
     say(f'More links: curl -X POST {run.url}/links -d \'{{"ref": "my-customer"}}\'')
-    say("Stop with Ctrl-C.")
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stopped.wait()
+    # Names, ARNs and endpoints (no secret) for the operator CLI: `alipay-auth --local ...`.
+    local_file = Path(os.environ.get(LOCAL_STACK_FILE_VARIABLE) or ROOT / LOCAL_STACK_FILE)
+    write_local_stack_file(
+        local_file,
+        environment=run.env,
+        endpoints={"default": run.aws.endpoints.moto, "dynamodb": run.aws.endpoints.dynamodb},
+        region=REGION,
+        api_url=run.url,
+    )
+    say(f"Operator CLI: .venv/bin/alipay-auth --local tokens list  (reads {local_file})")
+    say("Stop with Ctrl-C.")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            stopped.wait()
+    finally:
+        local_file.unlink(missing_ok=True)
+
+
+def configure_logging(*, debug: bool) -> None:
+    """Our own loggers at DEBUG with --debug; libraries stay at WARNING, since at DEBUG botocore
+    logs the secret values it fetches and urllib3 the callback URLs with their codes."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for name in ("app_auth", "alipay_v3", "sandbox"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="an Alipay configuration JSON (default: the emulator)")
     parser.add_argument("--debug", action="store_true", help="log at DEBUG (secrets stay out of logs)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(debug=args.debug)
     if args.mode == "demo" and args.config:
         parser.error(
             "the scripted demo drives the emulator's consent page; use 'serve --config FILE' with a real gateway"

@@ -1,0 +1,450 @@
+"""``alipay-auth`` against the local stack (DynamoDB Local, moto, the emulator, the real callback).
+
+Each command runs in-process through ``main(argv)`` with ``--local-file``: the same file ``make
+serve`` writes, pointing at this test's stack, so the CLI builds its own container from it exactly
+as an operator's would. One test runs the installed script as a real process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from app_auth.container import build_container, set_container
+from app_auth.links import CONSENT_PAGES
+from app_auth.operations import Operations
+from app_auth.operator_cli import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_NOT_NOW,
+    EXIT_OK,
+    EXIT_USAGE,
+    LOCAL_STACK_FILE_VARIABLE,
+    main,
+    write_local_stack_file,
+)
+from sandbox.aws import OVERRIDDEN_VARIABLES, REGION
+from sandbox.credentials import DevCredentials
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+MERCHANT = "2021000000000701"
+
+
+@pytest.fixture
+def local_file(stack, tmp_path: Path) -> Path:
+    """The file `make serve` writes, for this test's stack (this process stands in for `serve`)."""
+    settings = stack.container.settings
+    environment = {
+        "TABLE_NAME": settings.table_name,
+        "SECRET_ARN": settings.alipay_secret_id,
+        "STATE_SECRET_ARN": settings.state_secret_id,
+        "TOKEN_KMS_KEY_ID": settings.kms_key_id,
+        "EVENT_BUS_NAME": settings.event_bus_name,
+        "REPLAY_QUEUE_URL": settings.replay_queue_url or "",
+        "ALIPAY_ENVIRONMENT": settings.alipay_environment,
+        "CALLBACK_URL": settings.callback_url or "",
+    }
+    path = tmp_path / ".local-stack" / "env.json"
+    endpoints = stack.aws.endpoints
+    write_local_stack_file(
+        path,
+        environment=environment,
+        endpoints={"default": endpoints.moto, "dynamodb": endpoints.dynamodb},
+        region=REGION,
+        api_url=stack.url,
+    )
+    return path
+
+
+class Cli:
+    def __init__(self, local_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.local_file = local_file
+        self.capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--local-file", str(self.local_file), *argv], environ={})
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def json(self, *argv: str) -> tuple[int, Any]:
+        code, out, err = self(*argv, "--json")
+        assert out, (code, err)
+        return code, json.loads(out)
+
+
+@pytest.fixture
+def cli(local_file: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(local_file, capsys)
+
+
+def authorize(stack, merchant: str = MERCHANT, ref: str = "shop-7") -> None:
+    link = stack.create_link(ref)
+    assert stack.callback(stack.consent(link, merchant_app_ids=[merchant])).status_code == 200
+    stack.published_events()
+
+
+def current_token(stack, merchant: str = MERCHANT) -> str:
+    return stack.container.store.open_current(stack.container.store.get_token(merchant)).app_auth_token
+
+
+def test_tokens_list_and_show_report_metadata_and_mask_the_tokens(stack, cli):
+    authorize(stack)
+    authorize(stack, "2021000000000702", ref="shop-8")
+    token = current_token(stack)
+
+    code, rows = cli.json("tokens", "list")
+    assert code == EXIT_OK
+    assert {(r["auth_app_id"], r["status"], r["isv_ref"]) for r in rows} == {
+        (MERCHANT, "active", "shop-7"),
+        ("2021000000000702", "active", "shop-8"),
+    }
+    assert all(r["obtained_at"].endswith("Z") and r["due_at"] > r["obtained_at"] for r in rows)
+
+    code, out, err = cli("tokens", "list")
+    assert code == EXIT_OK and out.splitlines()[0].split()[:3] == ["AUTH_APP_ID", "STATUS", "REF"]
+    assert MERCHANT in out and "shop-8" in out and "2 authorization(s) read" in err
+
+    code, shown = cli.json("tokens", "show", MERCHANT)
+    assert code == EXIT_OK and shown["version"] == 1 and shown["user_id"]
+    assert shown["app_auth_token"].startswith(token[:4]) and str(len(token)) in shown["app_auth_token"]
+    code, out, err = cli("tokens", "show", MERCHANT)
+    assert code == EXIT_OK and "app_refresh_token" in out
+    assert token not in out + err and token not in json.dumps(shown)
+
+    code, rows = cli.json("tokens", "list", "--status", "revoked")
+    assert code == EXIT_OK and rows == []
+
+
+def test_show_of_an_unknown_app_exits_3(cli):
+    code, out, err = cli("tokens", "show", "2021000000009999")
+    assert code == EXIT_NOT_FOUND and out == "" and "no authorization stored" in err
+    assert "Traceback" not in err
+
+
+def test_refresh_rotates_now_and_the_new_token_is_live(stack, cli):
+    authorize(stack)
+    before = current_token(stack)
+    code, out, err = cli("tokens", "refresh", MERCHANT)
+    assert code == EXIT_OK and out.startswith("refreshed: version 1 -> 2"), out
+    assert "refreshing" in err
+    after = current_token(stack)
+    assert after != before and stack.emulator.token_valid(after)
+    assert stack.emulator.refresh_count(MERCHANT) == 1
+    assert [e["detail-type"] for e in stack.published_events()] == ["Token Refreshed"]
+    assert after not in out + err and before not in out + err
+
+    code, result = cli.json("tokens", "refresh", MERCHANT, "--quiet")
+    assert code == EXIT_OK and result["outcome"] == "refreshed" and result["after"]["version"] == 3
+
+
+def test_refresh_of_a_grant_cancelled_at_alipay_exits_1_and_asks_for_reauthorization(stack, cli):
+    authorize(stack)
+    # Cancelled on Alipay's side (the notification aside): Alipay refuses the refresh token for good.
+    stack.emulator.revoke(stack.creds.app_id, MERCHANT)
+    code, out, err = cli("tokens", "refresh", MERCHANT)
+    assert code == EXIT_FAILED, (out, err)
+    record = stack.container.store.get_token(MERCHANT)
+    assert record.status == "needs_reauth" and record.last_error and record.last_error in out
+    assert "authorize again" in out
+
+
+def test_revoke_stops_the_token_and_refresh_then_exits_4(stack, cli):
+    authorize(stack)
+    code, out, _ = cli("tokens", "revoke", MERCHANT, "--reason", "contract ended")
+    assert code == EXIT_OK and "revoked" in out
+    record = stack.container.store.get_token(MERCHANT)
+    assert record.status == "revoked" and record.last_error == "contract ended" and record.due_at is None
+    [event] = stack.published_events()
+    assert event["detail-type"] == "Authorization Revoked" and event["detail"]["via"] == "operator"
+    assert stack.http.get(f"{stack.url}/tokens/{MERCHANT}", timeout=10).status_code == 409
+
+    code, out, err = cli("tokens", "refresh", MERCHANT)
+    assert code == EXIT_NOT_NOW and "revoked" in err and stack.emulator.refresh_count(MERCHANT) == 0
+    assert cli("tokens", "revoke", "2021000000009999")[0] == EXIT_NOT_FOUND
+
+
+def test_exchange_code_stores_the_tokens_like_the_callback(stack, cli, monkeypatch):
+    code = stack.emulator.issue_code(stack.creds.app_id, merchant_app_ids=[MERCHANT])
+    exit_code, out, err = cli("exchange-code", code, "--ref", "by-hand-1")
+    assert exit_code == EXIT_OK and out.startswith(f"authorized and stored: {MERCHANT}"), (out, err)
+    record = stack.container.store.get_token(MERCHANT)
+    assert record.isv_ref == "by-hand-1" and record.status == "active"
+    assert stack.emulator.token_valid(current_token(stack))
+    [event] = stack.published_events()
+    assert event["detail-type"] == "Authorization Granted" and event["detail"]["isv_ref"] == "by-hand-1"
+    assert code not in out + err
+
+    # The same code again: answered from its claim, never exchanged twice.
+    exit_code, result = cli.json("exchange-code", code)
+    assert exit_code == EXIT_OK and result["repeated"] is True and result["auth_app_ids"] == [MERCHANT]
+
+    # From stdin, so that the code stays out of the shell's history.
+    second = stack.emulator.issue_code(stack.creds.app_id, merchant_app_ids=["2021000000000703"])
+    monkeypatch.setattr("sys.stdin", io.StringIO(second + "\n"))
+    exit_code, result = cli.json("exchange-code", "-")
+    assert exit_code == EXIT_OK and result["outcome"] == "authorized"
+    assert result["auth_app_ids"] == ["2021000000000703"]
+
+
+def test_exchange_of_an_unknown_code_exits_1_with_a_fresh_link(cli):
+    exit_code, result = cli.json("exchange-code", "0123456789abcdef0123456789abcdef")
+    assert exit_code == EXIT_FAILED and result["outcome"] == "code_spent" and result["fresh_link"]
+    exit_code, _, err = cli("exchange-code", "not a code")
+    assert exit_code == EXIT_USAGE and "malformed" in err and "not a code" not in err
+
+
+class FailingTokenWrites:
+    """A DynamoDB client whose token writes fail, as during a throttling storm or an outage."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def put_item(self, **kwargs: Any) -> Any:
+        if kwargs["Item"]["pk"]["S"].startswith("APP#"):
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                "PutItem",
+            )
+        return self._real.put_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_replay_stores_a_result_parked_after_a_storage_failure(stack, cli):
+    def client(service: str) -> Any:
+        made = stack.aws.client(service)
+        return FailingTokenWrites(made) if service == "dynamodb" else made
+
+    set_container(build_container(stack.container.settings, client=client, sleep=lambda _: None))
+    link = stack.create_link("parked-1")
+    page = stack.callback(stack.consent(link, merchant_app_ids=[MERCHANT]))
+    set_container(stack.container)
+    assert page.status_code == 202 and 'data-outcome="parked"' in page.text, page.status_code
+    assert not [i for i in stack.table_items() if i["pk"]["S"] == f"APP#{MERCHANT}"]
+
+    code, result = cli.json("replay")
+    assert code == EXIT_OK and result == {"messages": 1, "replayed": [MERCHANT], "skipped": [], "failed": 0}
+    record = stack.container.store.get_token(MERCHANT)
+    assert record.isv_ref == "parked-1" and record.status == "active"
+    assert stack.emulator.token_valid(current_token(stack))
+    [event] = stack.published_events()
+    assert event["detail-type"] == "Authorization Granted" and event["detail"]["via"] == "replay"
+
+    code, out, _ = cli("replay")
+    assert code == EXIT_OK and out.strip() == "nothing to replay"
+
+
+def test_replay_keeps_a_newer_authorization(stack, cli):
+    """Parked, then the merchant authorized again before the replay: the newer token stays."""
+    operations = Operations(
+        build_container(
+            stack.container.settings,
+            client=lambda s: (
+                FailingTokenWrites(stack.aws.client(s)) if s == "dynamodb" else stack.aws.client(s)
+            ),
+        )
+    )
+    parked = operations.exchange_code(
+        stack.emulator.issue_code(stack.creds.app_id, merchant_app_ids=[MERCHANT])
+    )
+    assert parked.outcome == "parked"
+    authorize(stack)
+    newer = current_token(stack)
+    code, result = cli.json("replay")
+    assert code == EXIT_OK and result["skipped"] == [MERCHANT] and result["replayed"] == []
+    assert current_token(stack) == newer
+
+
+def test_link_create_prints_a_link_that_leads_to_the_consent_page(stack, cli):
+    code, out, err = cli("link", "create", "--ref", "customer-42")
+    assert code == EXIT_OK and out.startswith(CONSENT_PAGES["sandbox"]) and "state=" in out
+    assert "no QR code" in err and f"{stack.url}/authorize?state=" in err
+
+    code, link = cli.json("link", "create")
+    assert code == EXIT_OK and link["ref"] is None and link["expires_at"].endswith("Z")
+    sent_on = stack.http.get(link["authorize_url"], allow_redirects=False, timeout=10)
+    assert sent_on.status_code in (302, 303) and sent_on.headers["Location"] == link["url"]
+    code, _, err = cli("link", "create", "--ref", "no spaces allowed")
+    assert code == EXIT_USAGE and "ref must be" in err
+
+
+def _write_keys(directory: Path, config: dict[str, str]) -> dict[str, Path]:
+    files = {}
+    for name, value in config.items():
+        if name in ("app_id", "gateway"):
+            continue
+        files[name] = directory / f"{name}.txt"
+        files[name].write_text(value, encoding="utf-8")
+    return files
+
+
+def _secret(stack) -> dict[str, Any]:
+    secrets = stack.aws.client("secretsmanager")
+    return json.loads(
+        secrets.get_secret_value(SecretId=stack.container.settings.alipay_secret_id)["SecretString"]
+    )
+
+
+def test_keys_import_refuses_a_swapped_key_set_and_writes_nothing(stack, cli, tmp_path):
+    before = _secret(stack)
+    new = DevCredentials.generate()
+    config = new.client_config(stack.emulator.base_url)
+    # The console shows 应用公钥 and 支付宝公钥 side by side; here they were pasted the wrong way round.
+    app_public = new.client_config(stack.emulator.base_url)["alipay_public_key"]
+    files = _write_keys(tmp_path, config)
+    files["alipay_public_key"].write_text(_app_public_pem(new), encoding="utf-8")
+    (tmp_path / "app_public_key.txt").write_text(app_public, encoding="utf-8")
+    code, out, err = cli(
+        "keys",
+        "import",
+        "--app-id",
+        new.app_id,
+        "--private-key",
+        str(files["private_key"]),
+        "--alipay-public-key",
+        str(files["alipay_public_key"]),
+        "--app-public-key",
+        str(tmp_path / "app_public_key.txt"),
+    )
+    assert code == EXIT_FAILED and "refused: public-keys-swapped" in err and "ERROR" in out
+    assert "not changed" in err and _secret(stack) == before
+    private_body = "".join(config["private_key"].splitlines()[1:-1])
+    assert private_body[:40] not in out + err
+
+    # The private key given as Alipay's public key: refused as well.
+    code, _, err = cli(
+        "keys",
+        "import",
+        "--app-id",
+        new.app_id,
+        "--private-key",
+        str(files["private_key"]),
+        "--alipay-public-key",
+        str(files["private_key"]),
+    )
+    assert code == EXIT_FAILED and "private-key-in-public-field" in err and _secret(stack) == before
+
+
+def _app_public_pem(creds: DevCredentials) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return (
+        creds.app_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def test_keys_import_writes_a_good_set_that_the_stack_then_uses(stack, cli, tmp_path):
+    # A new key set for the same ISV app at the emulator (e.g. the operator switched to certificates).
+    config = stack.creds.client_config(stack.emulator.base_url, cert_mode=True, aes=True)
+    files = _write_keys(tmp_path, config)
+    files["private_key"].write_text(
+        "\ufeff" + config["private_key"], encoding="utf-8"
+    )  # a BOM, as on Windows
+    argv = ["keys", "import", "--app-id", stack.creds.app_id, "--private-key", str(files["private_key"])]
+    for flag in ("app_cert", "alipay_cert", "alipay_root_cert", "encrypt_key"):
+        argv += [f"--{flag.replace('_', '-')}", str(files[flag])]
+
+    code, report = cli.json(*argv, "--dry-run")
+    assert code == EXIT_OK and report["ok"] and report["written"] is False
+    assert "app_cert" not in _secret(stack)
+
+    code, out, err = cli(*argv)
+    assert code == EXIT_OK and "0 error(s)" in out and "written to" in err
+    stored = _secret(stack)
+    assert stored["app_cert"] == config["app_cert"].strip() and stored["gateway"] == stack.emulator.base_url
+    assert config["encrypt_key"] not in out + err
+
+    # The CLI's next container reads the new set: an exchange in certificate mode works.
+    code_value = stack.emulator.issue_code(stack.creds.app_id, merchant_app_ids=[MERCHANT])
+    assert cli("exchange-code", code_value)[0] == EXIT_OK
+
+
+def test_keys_import_needs_one_mode(cli, tmp_path):
+    key = tmp_path / "k.txt"
+    key.write_text("x", encoding="utf-8")
+    code, _, err = cli("keys", "import", "--app-id", "2021000000000001", "--private-key", str(key))
+    assert code == EXIT_USAGE and "--alipay-public-key" in err
+
+
+def test_a_stale_local_file_is_refused(local_file, capsys):
+    document = json.loads(local_file.read_text(encoding="utf-8"))
+    dead = subprocess.Popen(["true"])  # a process that has surely exited: its pid is free
+    dead.wait()
+    document["pid"] = dead.pid
+    local_file.write_text(json.dumps(document), encoding="utf-8")
+    assert main(["--local-file", str(local_file), "tokens", "list"], environ={}) == EXIT_USAGE
+    assert "not running any more" in capsys.readouterr().err
+
+
+def test_make_serve_and_the_installed_script_find_each_other(tmp_path):
+    """`python -m sandbox.demo serve` (make serve) writes the file; `.venv/bin/alipay-auth --local`, a
+    real process, finds the stack through it; stopping serve removes the file."""
+    local_file = tmp_path / "env.json"
+    env = {k: v for k, v in os.environ.items() if k not in OVERRIDDEN_VARIABLES and not k.startswith("AWS_")}
+    env[LOCAL_STACK_FILE_VARIABLE] = str(local_file)
+    serve = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "sandbox.demo", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not local_file.exists() and serve.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert local_file.exists(), "serve did not write its file"
+
+        def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(ROOT / ".venv" / "bin" / "alipay-auth"), "--local", *argv],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                cwd=tmp_path,
+                check=False,
+            )
+
+        created = cli("link", "create", "--ref", "from-a-shell", "--json")
+        assert created.returncode == EXIT_OK, created.stderr
+        link = json.loads(created.stdout)
+        assert link["ref"] == "from-a-shell" and link["authorize_url"].startswith("http://127.0.0.1:")
+        listed = cli("tokens", "list", "--json")
+        assert listed.returncode == EXIT_OK and json.loads(listed.stdout) == [], listed.stderr
+        missing = cli("tokens", "show", "2021000000009999")
+        assert missing.returncode == EXIT_NOT_FOUND and missing.stdout == ""
+        assert "Traceback" not in missing.stderr and "no authorization stored" in missing.stderr
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            output, _ = serve.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            output, _ = serve.communicate(timeout=10)
+    assert serve.returncode == 0, output[-2000:]
+    assert not local_file.exists()
+
+
+def test_the_local_file_holds_no_secret(stack, local_file):
+    text = local_file.read_text(encoding="utf-8")
+    assert "SECRET_ACCESS_KEY" not in text and "PRIVATE KEY" not in text
+    assert stack.creds.client_config(stack.emulator.base_url)["private_key"][40:80] not in text
+    assert json.loads(text)["environment"]["TABLE_NAME"] == stack.container.settings.table_name
