@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test test-fast lint format bench clean template-check demo serve
+.PHONY: help setup test test-fast lint format bench clean template-check demo serve security load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,8 +17,8 @@ demo: ## run the product's main job on the local stack: link, consent, callback,
 serve: ## keep the local stack running and print a link to open in a browser (CONFIG=alipay.json for a real gateway)
 	$(PY) -m sandbox.demo serve $(if $(CONFIG),--config $(CONFIG))
 
-test: ## run the whole test suite (unit, interop against the official Node SDK, integration)
-	$(PY) -m pytest
+test: ## run the whole test suite: unit, interop (official Node SDK), integration, e2e (Chromium), chaos, security, load (200)
+	LOAD_AUTHORIZATIONS=$${LOAD_AUTHORIZATIONS:-200} LOAD_RESULT=$${LOAD_RESULT:-.pytest_cache/load.json} $(PY) -m pytest
 
 test-fast: ## unit tests only
 	$(PY) -m pytest tests/unit
@@ -34,8 +34,15 @@ format: ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: ## run the benchmarks; results go to benchmarks/results/*.json
+bench: ## run the benchmarks (protocol, sdk, coldstart, refresh); results go to benchmarks/results/*.json
 	$(PY) -m benchmarks
+
+load: ## 2,000 authorizations through the local stack, 50 at a time; p50/p99 in benchmarks/results/load.json
+	$(PY) -m pytest tests/load -q
+
+security: ## bandit and pip-audit (scripts/security.sh, own virtualenv), then the security tests
+	./scripts/security.sh
+	$(PY) -m pytest tests/security -q
 
 clean: ## remove build and test artefacts (keeps .venv and node_modules)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

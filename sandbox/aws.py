@@ -284,7 +284,7 @@ class LocalAws:
     def reset_moto(self) -> None:
         url = f"{self.endpoints.moto}/moto-api/reset"  # our own http://127.0.0.1 URL
         request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310  # nosec B310  # our loopback URL
             response.read()
 
     # -- starting ----------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def _dynamodb_answers(url: str) -> bool:
 
 def _moto_answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2) as response:  # noqa: S310  # nosec B310  # loopback
             return bool(response.status == 200)
     except OSError:
         return False

@@ -103,7 +103,7 @@ def resign_with_sha1(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> x509.Cer
     """
     sha256_rsa, sha1_rsa = bytes.fromhex("2a864886f70d01010b"), bytes.fromhex("2a864886f70d010105")
     tbs = cert.tbs_certificate_bytes.replace(sha256_rsa, sha1_rsa, 1)
-    signature = key.sign(tbs, asym_padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - see docstring
+    signature = key.sign(tbs, asym_padding.PKCS1v15(), hashes.SHA1())  # noqa: S303  # nosec B303  # see docstring
     algorithm = _der(0x30, _der(0x06, sha1_rsa) + b"\x05\x00")
     return x509.load_der_x509_certificate(_der(0x30, tbs + algorithm + _der(0x03, b"\x00" + signature)))
 

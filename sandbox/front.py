@@ -108,8 +108,17 @@ def http_api_event(
     return event
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 resets a burst of merchants; API Gateway queues them
+
+
 class Front:
-    """``with Front(handler) as front: front.url`` — one thread per request, like Lambda's concurrency."""
+    """``with Front(handler) as front: front.url`` — one thread per request, like Lambda's concurrency.
+
+    Unlike Lambda, the threads share one process: Powertools keeps the current event on the router
+    class, so concurrent requests with *different* events can read each other's. Tests that send
+    many distinct requests at once serialize the handler (tests/load); identical duplicates are safe.
+    """
 
     def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.handler = handler
@@ -146,7 +155,7 @@ class Front:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
 
-        self._server = ThreadingHTTPServer((host, port), RequestHandler)
+        self._server = _Server((host, port), RequestHandler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

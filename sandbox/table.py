@@ -49,7 +49,7 @@ CloudFormationLoader.add_multi_constructor("!", _intrinsic)
 
 def load_template(path: str | Path = TEMPLATE) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
-        template = yaml.load(f, Loader=CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
+        template = yaml.load(f, Loader=CloudFormationLoader)  # noqa: S506  # nosec B506  # a SafeLoader subclass
     if not isinstance(template, dict) or "Resources" not in template:
         raise ValueError(f"{path} is not a CloudFormation template (no Resources)")
     return template

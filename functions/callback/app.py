@@ -15,11 +15,13 @@ exception handlers below, and nothing else decides a status code.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -29,8 +31,13 @@ from app_auth.errors import AppAuthError, InvalidRequest, NotFound, StateRejecte
 from app_auth.tokens import TokenUnusable, read_current_token
 
 logger = Logger(service="alipay-app-auth")
+# The layer logs through the standard library: give it this function's JSON format and level.
+copy_config_to_registered_loggers(source_logger=logger, include={"app_auth", "alipay_v3"})
 metrics = Metrics(namespace="AlipayAppAuth", service="alipay-app-auth")
 app = APIGatewayHttpResolver()
+
+# Alipay app ids are digits; anything else (or longer than a DynamoDB key allows) is no merchant app.
+_AUTH_APP_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 _OUTCOME_STATUS = {
     "authorized": 200,
@@ -95,10 +102,18 @@ def callback() -> Response[str]:
 
 @app.post("/notify")
 def notify() -> Response[str]:
-    params = _form_fields(app.current_event.decoded_body or "")
+    params = _form_fields(_body_text())
     answer = get_container().notifications.handle(params)
     logger.info("notification handled", kind=params.get("notify_type") or params.get("msg_method"))
     return Response(200, "text/plain; charset=utf-8", answer)
+
+
+def _body_text() -> str:
+    """The request body as text; a body that is not UTF-8 is the caller's mistake (400), not a crash."""
+    try:
+        return app.current_event.decoded_body or ""
+    except ValueError as exc:  # UnicodeDecodeError, or base64 that does not decode
+        raise InvalidRequest("the body is not UTF-8 text") from exc
 
 
 def _form_fields(body: str) -> dict[str, str]:
@@ -111,10 +126,17 @@ def _form_fields(body: str) -> dict[str, str]:
 
 @app.post("/links")
 def create_link() -> Response[str]:
-    body = app.current_event.json_body if app.current_event.body else {}
+    text = _body_text()
+    try:
+        body = json.loads(text) if text else {}
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested deeper than the parser goes
+        raise InvalidRequest('the body must be a JSON object like {"ref": "customer-42"}') from exc
     if not isinstance(body, dict):
         raise InvalidRequest('the body must be a JSON object like {"ref": "customer-42"}')
-    link = get_container().authorization.create_link(body.get("ref"), callback_url=_callback_url())
+    ref = body.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise InvalidRequest("ref must be a string", code="invalid-ref")
+    link = get_container().authorization.create_link(ref, callback_url=_callback_url())
     return _json(
         201,
         {
@@ -128,6 +150,8 @@ def create_link() -> Response[str]:
 
 @app.get("/tokens/<auth_app_id>")
 def read_token(auth_app_id: str) -> Response[str]:
+    if not _AUTH_APP_ID.match(auth_app_id):
+        raise NotFound("no such merchant app")
     token = read_current_token(get_container().store, auth_app_id)
     return _json(200, token.as_dict())
 

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -18,6 +19,8 @@ from app_auth.container import get_container
 from app_auth.refresh import FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
 
 logger = Logger(service="alipay-app-auth")
+# The layer logs through the standard library: give it this function's JSON format and level.
+copy_config_to_registered_loggers(source_logger=logger, include={"app_auth", "alipay_v3"})
 metrics = Metrics(namespace="AlipayAppAuth", service="alipay-app-auth")
 
 _METRICS = {

@@ -74,7 +74,8 @@ class StateSigner:
     def verify(self, value: str) -> str:
         """Return the state id, or raise ``StateRejected`` saying what is wrong with it."""
         parts = value.split(".")
-        if len(parts) != 4 or parts[0] != _STATE_VERSION or not parts[2].isdigit():
+        # isascii(): a state is ASCII, and compare_digest() raises on non-ASCII str ("²".isdigit() too)
+        if len(parts) != 4 or parts[0] != _STATE_VERSION or not value.isascii() or not parts[2].isdigit():
             raise StateRejected("the state parameter is not one this service issued", code="state-malformed")
         payload = ".".join(parts[:3])
         if not hmac.compare_digest(self._mac(payload), parts[3]):

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from alipay_v3 import AlipayConfig, AppToken, verify_notification
+from alipay_v3 import AlipayConfig, AlipayError, AppToken, verify_notification
 
 from . import events
 from .errors import InvalidRequest, NotFound
@@ -57,7 +57,13 @@ class NotificationService:
         config = self._config()
         if not params.get("sign"):
             raise InvalidRequest("the notification is not signed", code="unsigned-notification")
-        key = config.alipay_key_for(params.get("alipay_cert_sn"))
+        try:
+            key = config.alipay_key_for(params.get("alipay_cert_sn"))
+        except AlipayError as exc:  # an SN we have no certificate for: nothing can verify it
+            raise InvalidRequest(
+                "the notification names an Alipay certificate that is not configured",
+                code="unknown-alipay-cert",
+            ) from exc
         if not verify_notification(params, key):
             raise InvalidRequest(
                 "the notification's signature does not verify", code="invalid-notification-signature"
