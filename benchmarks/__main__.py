@@ -19,6 +19,8 @@ from benchmarks.harness import write_result
 BENCHMARKS = {
     "protocol": "benchmarks.protocol",  # one token exchange without the network vs the crypto floor
     "sdk": "benchmarks.sdk",  # our sign + verify vs the official Python SDK's
+    "coldstart": "benchmarks.coldstart",  # a function's fresh process vs importing its libraries
+    "refresh": "benchmarks.refresh",  # rotation throughput at 100 ms latency, memory as the due set grows
 }
 
 
