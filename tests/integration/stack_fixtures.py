@@ -80,6 +80,20 @@ class Stack:
         return items
 
 
+def observe_events(aws: LocalAws, bus: str) -> str:
+    """An SQS queue that receives every event the stack publishes on ``bus``; its URL."""
+    events, sqs = aws.client("events"), aws.client("sqs")
+    queue_url: str = sqs.create_queue(QueueName="observed-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.put_rule(
+        Name="observe", EventBusName=bus, EventPattern=json.dumps({"source": ["alipay-app-auth"]})
+    )
+    events.put_targets(Rule="observe", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+    return queue_url
+
+
 @pytest.fixture(scope="session")
 def callback_module() -> ModuleType:
     return load_function("callback")
@@ -94,16 +108,7 @@ def stack(aws: LocalAws, creds: DevCredentials, callback_module: ModuleType) -> 
         )
         container = build_container(provisioned.settings, client=aws.client, sleep=lambda _: None)
         set_container(container)
-        events, sqs = aws.client("events"), aws.client("sqs")
-        queue_url = sqs.create_queue(QueueName="observed-events")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        bus = provisioned.settings.event_bus_name
-        events.put_rule(
-            Name="observe", EventBusName=bus, EventPattern=json.dumps({"source": ["alipay-app-auth"]})
-        )
-        events.put_targets(Rule="observe", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+        queue_url = observe_events(aws, provisioned.settings.event_bus_name)
         try:
             yield Stack(aws, emulator, creds, front, container, queue_url, requests.Session())
         finally:

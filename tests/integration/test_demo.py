@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import os
 import subprocess
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sandbox import demo
 from sandbox.credentials import DevCredentials
+from tests.integration.stack_fixtures import observe_events
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_the_demo_at_debug_shows_no_key_code_or_token(capfd):
         demo.configure_logging(debug=True)
         with _as_in_a_fresh_process(), demo.running_stack(log_level="DEBUG") as run:
             assert run.emulator is not None and run.creds is not None
-            queue = _observe_events(run)
+            queue = observe_events(run.aws, run.env["EVENT_BUS_NAME"])
             run.http.hooks["response"].append(record)
             # When the whole lifecycle runs
             demo.demo(run)
@@ -118,24 +118,13 @@ def _as_in_a_fresh_process() -> Iterator[None]:
     try:
         yield
     finally:
+        registry.pop("alipay-app-auth", None)  # its handler writes to this test's captured stdout
         if earlier is not None:
             registry["alipay-app-auth"] = earlier
         for logger, (level, handlers, propagate) in zip(layer, saved, strict=True):
             logger.setLevel(level)
             logger.handlers[:] = handlers
             logger.propagate = propagate
-
-
-def _observe_events(run: demo.Running) -> str:
-    events, sqs = run.aws.client("events"), run.aws.client("sqs")
-    queue_url = sqs.create_queue(QueueName="demo-observed-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    bus = run.env["EVENT_BUS_NAME"]
-    events.put_rule(
-        Name="observe", EventBusName=bus, EventPattern=json.dumps({"source": ["alipay-app-auth"]})
-    )
-    events.put_targets(Rule="observe", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
-    return str(queue_url)
 
 
 def _drain(run: demo.Running, queue_url: str) -> list[str]:

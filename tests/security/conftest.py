@@ -8,7 +8,6 @@ for property-based tests), and the checks every refusal must pass.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -25,7 +24,7 @@ from sandbox.emulator import Emulator
 from sandbox.front import Front, LambdaContext, http_api_event
 from sandbox.stack import provision
 from tests.integration.aws_fixtures import aws, aws_env, local_aws  # noqa: F401 - fixtures
-from tests.integration.stack_fixtures import Stack, callback_module, stack  # noqa: F401 - fixtures
+from tests.integration.stack_fixtures import Stack, callback_module, observe_events, stack  # noqa: F401 - fixtures
 
 # CI replays the same examples every run (a failure there reproduces locally with CI=true);
 # locally each run explores new ones. No example database: nothing is written to the work tree.
@@ -76,16 +75,7 @@ def make_stack(
         )
         container = build_container(provisioned.settings, client=aws.client, sleep=lambda _: None)
         set_container(container)
-        events, sqs = aws.client("events"), aws.client("sqs")
-        queue_url = sqs.create_queue(QueueName="observed-events")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        bus = provisioned.settings.event_bus_name
-        events.put_rule(
-            Name="observe", EventBusName=bus, EventPattern=json.dumps({"source": ["alipay-app-auth"]})
-        )
-        events.put_targets(Rule="observe", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+        queue_url = observe_events(aws, provisioned.settings.event_bus_name)
         return Stack(aws, emulator, creds, front, container, queue_url, requests.Session())
 
     try:
