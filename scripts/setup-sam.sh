@@ -16,15 +16,8 @@ die() { printf 'setup-sam: %s\n' "$*" >&2; exit 1; }
 
 # Found the same way scripts/setup.sh finds it: sam builds the python3.13 layer with the
 # interpreter it runs on, so the toolchain lives on 3.13 as well.
-find_python313() {
-  for candidate in "${PYTHON:-}" python3.13 "$HOME/.pyenv/versions/3.13"*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13; do
-    [ -n "$candidate" ] || continue
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
-      command -v "$candidate"; return 0
-    fi
-  done
-  return 1
-}
+# shellcheck source=scripts/python313.sh
+. scripts/python313.sh  # the working directory is the repository root (cd above)
 
 is_py313() { [ -x "$1/bin/python" ] && "$1/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; }
 

@@ -7,15 +7,8 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
-find_python313() {
-  for candidate in "${PYTHON:-}" python3.13 "$HOME/.pyenv/versions/3.13"*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13; do
-    [ -n "$candidate" ] || continue
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
-      command -v "$candidate"; return 0
-    fi
-  done
-  return 1
-}
+# shellcheck source=scripts/python313.sh
+. scripts/python313.sh  # the working directory is the repository root (cd above)
 
 say "Python 3.13 virtualenv (.venv)"
 PY=$(find_python313) || die "no Python 3.13 found (the Lambda runtime is python3.13). Install one, e.g. 'pyenv install 3.13', or set PYTHON=/path/to/python3.13"
