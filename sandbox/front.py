@@ -115,9 +115,10 @@ class _Server(ThreadingHTTPServer):
 class Front:
     """``with Front(handler) as front: front.url`` — one thread per request, like Lambda's concurrency.
 
-    Unlike Lambda, the threads share one process: Powertools keeps the current event on the router
-    class, so concurrent requests with *different* events can read each other's. Tests that send
-    many distinct requests at once serialize the handler (tests/load); identical duplicates are safe.
+    Unlike Lambda, the threads share one process, and with it Powertools' Logger and Metrics, which
+    keep an invocation's log keys and metrics on module-level objects: concurrent requests may log
+    or flush each other's. Responses are unaffected (each call gets its own event); tests that
+    time the handler serialize it (tests/load).
     """
 
     def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:

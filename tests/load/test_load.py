@@ -64,10 +64,9 @@ _waits = threading.local()  # per request thread: seconds spent waiting for Alip
 
 class Environments:
     """The handler behind the front, one request at a time, as one Lambda execution environment
-    runs it. Powertools keeps the request being handled in a class attribute
-    (``BaseRouter.current_event``), shared by every resolver in the process, so concurrent
-    requests in one process would read each other's events; the load stays 50 merchants at a time
-    at the front, and the time a request waits for the handler is measured apart from its work."""
+    runs it (Powertools' Logger and Metrics keep the invocation's keys and metrics on module-level
+    objects). The load stays 50 merchants at a time at the front, and the time a request waits
+    for the handler is measured apart from its work."""
 
     def __init__(self) -> None:
         self._module = load_function("callback")

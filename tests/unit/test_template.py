@@ -16,6 +16,7 @@ from alipay_v3.config import AlipayConfig
 from alipay_v3.errors import ConfigError
 from app_auth.settings import Settings
 from app_auth.store import DUE_INDEX
+from sandbox.front import load_function
 from sandbox.table import (
     TEMPLATE,
     load_template,
@@ -225,6 +226,8 @@ def test_routes_and_their_authorization(template: dict[str, Any]) -> None:
         assert found[route].get("Auth") == {"Authorizer": "AWS_IAM"}, route
     for route in PUBLIC_ROUTES:
         assert "Auth" not in found[route], route
+    # The callback function finds its route by API Gateway's routeKey: the same set, spelled alike.
+    assert set(load_function("callback").ROUTES) == {f"{method} {path}" for method, path in found}
     api = template["Resources"]["HttpApi"]["Properties"]
     assert api["Auth"]["EnableIamAuthorizer"] is True
     assert "DefaultAuthorizer" not in api["Auth"]

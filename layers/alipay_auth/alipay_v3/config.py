@@ -24,9 +24,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .aes import AesKey
@@ -41,6 +40,9 @@ from .keys import (
     load_public_key,
     root_cert_sn,
 )
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 GATEWAYS = {
     "production": "https://openapi.alipay.com",

@@ -13,12 +13,15 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 _RSA_SIGNATURE_OID_PREFIX = "1.2.840.113549.1.1."
@@ -132,6 +135,9 @@ def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicK
 
 def load_certificates(text: str, what: str) -> list[x509.Certificate]:
     """Every certificate in a PEM text, in file order (a bare base64 DER certificate is accepted too)."""
+    # Imported here: cryptography.x509 costs ~15 ms of cold start that public-key mode never needs.
+    from cryptography import x509
+
     text = text.strip()
     if not text:
         raise ConfigError(f"{what} is empty")

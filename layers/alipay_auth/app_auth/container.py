@@ -11,16 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from alipay_v3 import AlipayClient, AlipayConfig, ConfigError, TokenApi
 
 from .authorize import AuthorizationService, ReplayQueue
+from .aws import AwsClients
 from .crypto import EnvelopeCipher
 from .errors import StorageError
 from .events import EventPublisher
@@ -29,9 +28,6 @@ from .notifications import NotificationService
 from .refresh import RefreshService
 from .settings import Settings
 from .store import Store
-
-# Short timeouts and adaptive retries: a Lambda behind API Gateway has 29 s in all.
-_AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "adaptive"})
 
 
 class SecretSource:
@@ -77,7 +73,7 @@ class Container:
     authorization: AuthorizationService
     notifications: NotificationService
     refresher: RefreshService
-    clients: dict[str, Any] = field(default_factory=dict)
+    clients: AwsClients
 
 
 def build_container(
@@ -88,14 +84,13 @@ def build_container(
     sleep: Callable[[float], None] = time.sleep,
     alipay_client_options: dict[str, Any] | None = None,
 ) -> Container:
-    """Everything from settings; ``client(service)`` makes boto3 clients (endpoints come from the
-    standard AWS_ENDPOINT_URL_* variables, so the local stack needs no special code path)."""
-    make = client or (lambda service: boto3.client(service, config=_AWS_CONFIG))
-    clients = {name: make(name) for name in ("dynamodb", "kms", "secretsmanager", "events", "sqs")}
-    cipher = EnvelopeCipher(clients["kms"], settings.kms_key_id, settings.table_name)
-    store = Store(clients["dynamodb"], settings.table_name, cipher, clock=clock)
-    secrets = SecretSource(clients["secretsmanager"], settings)
-    publisher = EventPublisher(clients["events"], settings.event_bus_name, clock=clock)
+    """Everything from settings; ``client(service)`` makes boto3 clients (``aws.client_factory()``
+    by default), each when first used."""
+    clients = AwsClients(client)
+    cipher = EnvelopeCipher(clients.deferred("kms"), settings.kms_key_id, settings.table_name)
+    store = Store(clients.deferred("dynamodb"), settings.table_name, cipher, clock=clock)
+    secrets = SecretSource(clients.deferred("secretsmanager"), settings)
+    publisher = EventPublisher(clients.deferred("events"), settings.event_bus_name, clock=clock)
     get_token_api = _once(
         lambda: TokenApi(
             AlipayClient(
@@ -115,7 +110,7 @@ def build_container(
         token_api=get_token_api,
         isv_app_id=lambda: secrets.alipay_config().app_id,
         publisher=publisher,
-        replay=ReplayQueue(clients["sqs"], settings.replay_queue_url, cipher),
+        replay=ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher),
         clock=clock,
         sleep=sleep,
     )
