@@ -79,7 +79,7 @@ def main() -> int:
     steps.wrap(service._limiter, "acquire", "rate limiter")
     steps.wrap(token_api, "refresh", "Alipay refresh call (100 ms injected)")
     steps.wrap(service.store, "commit_rotation", "commit (KMS data key + DynamoDB)")
-    steps.wrap(service.publisher, "publish", "event (EventBridge)")
+    steps.wrap(service.publisher, "send", "events (one PutEvents call, up to 10 entries)")
     steps.wrap(service, "refresh_one", "whole refresh_one")
     peak_startup_kib = _status_kib("VmHWM")
     rss_ready_kib = _status_kib("VmRSS")

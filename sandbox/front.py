@@ -127,6 +127,7 @@ class Front:
 
         class RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: see sandbox.emulator.server
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the query string carries codes: never log request lines

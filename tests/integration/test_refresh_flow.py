@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from app_auth.events import EventPublisher
 from app_auth.refresh import NEEDS_REAUTH, REFRESHED, SKIPPED, RefreshPolicy, RefreshService
 
 pytestmark = pytest.mark.integration
@@ -102,3 +103,30 @@ def test_two_refreshers_over_the_same_due_tokens_rotate_each_once(stack):
     assert sum(r.count(REFRESHED) for r in results) == len(apps)
     assert sum(r.count(NEEDS_REAUTH) for r in results) == 0
     assert all(stack.emulator.refresh_count(app) == 1 for app in apps)
+
+
+def test_a_run_sends_its_events_ten_to_a_put_events_call(stack):
+    apps = [f"20210000000006{n:02d}" for n in range(23)]
+    authorize(stack, apps)
+    for app in apps:
+        make_due(stack, app)
+    client = stack.aws.client("events")
+    calls = []
+    client.meta.events.register(
+        "before-parameter-build.events.PutEvents", lambda params, **_: calls.append(len(params["Entries"]))
+    )
+    c = stack.container
+    service = RefreshService(
+        settings=c.settings,
+        store=c.store,
+        token_api=c.authorization._token_api,
+        publisher=EventPublisher(client, c.settings.event_bus_name),
+    )
+    summary = service.run(remaining_seconds=lambda: 300)
+
+    assert summary.count(REFRESHED) == len(apps)
+    published = stack.published_events()
+    assert sorted(e["detail"]["auth_app_id"] for e in published) == apps
+    assert {e["detail-type"] for e in published} == {"Token Refreshed"}
+    # Ten to a call, the rest at the end of the run (or earlier, if one waited a second).
+    assert sum(calls) == len(apps) and max(calls) == 10 and len(calls) <= len(apps) // 10 + 3, calls

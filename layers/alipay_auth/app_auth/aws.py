@@ -23,8 +23,15 @@ from botocore.loaders import Loader
 # The services the functions call; nothing else is ever asked of this session.
 SERVICES = ("dynamodb", "kms", "secretsmanager", "events", "sqs")
 
-# Short timeouts and adaptive retries: a Lambda behind API Gateway has 29 s in all.
-CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "adaptive"})
+# Short timeouts and adaptive retries: a Lambda behind API Gateway has 29 s in all. The refresher's
+# workers (twice its concurrency) share each client: botocore's default pool of 10 connections
+# would open and drop a connection for every call beyond the tenth in flight.
+CLIENT_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"max_attempts": 3, "mode": "adaptive"},
+    max_pool_connections=64,
+)
 
 
 class _NamedServicesLoader(Loader):  # type: ignore[misc]  # botocore ships no type hints

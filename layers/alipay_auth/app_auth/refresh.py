@@ -12,6 +12,9 @@ keeps valid through its grace window, and the lease expires so the next run trie
 ``REFRESH_TOKEN_NOT_VALID`` is first suspected to be a lost race: the item is re-read, and if
 another worker rotated it, that is success. Only a verified dead grant marks the app as needing
 re-authorization; anything else backs off (growing, capped, jittered) and is tried again later.
+
+A scheduled run sends its events through an ``events.EventBatch`` (ten to a PutEvents call); an
+on-demand ``refresh_one`` sends its own at once.
 """
 
 from __future__ import annotations
@@ -116,7 +119,11 @@ class RefreshService:
 
     # -- one token ---------------------------------------------------------------------------------
 
-    def refresh_one(self, auth_app_id: str, *, force: bool = False) -> str:
+    def refresh_one(
+        self, auth_app_id: str, *, force: bool = False, sink: events.EventSink | None = None
+    ) -> str:
+        """One rotation; its events go to ``sink`` (a run's batch), or straight out."""
+        sink = sink or self.publisher
         try:
             record = self.store.acquire_lease(auth_app_id, self.owner, self.policy.lease_seconds, force=force)
         except ConcurrentUpdate:
@@ -127,9 +134,9 @@ class RefreshService:
         except AlipayApiError as exc:
             if exc.grant_dead and exc.verified and self._rotated_by_someone_else(record):
                 return RACED
-            return self._failed(record, exc, dead=exc.grant_dead and exc.verified)
+            return self._failed(record, exc, sink, dead=exc.grant_dead and exc.verified)
         except AlipayError as exc:
-            return self._failed(record, exc, dead=False)
+            return self._failed(record, exc, sink, dead=False)
         token = next((t for t in grant.tokens if t.auth_app_id == auth_app_id), grant.primary)
         try:
             self.store.commit_rotation(
@@ -144,11 +151,11 @@ class RefreshService:
             # the stored one; ours was never handed out. Nothing is lost.
             logger.warning("rotation of %s lost its lease before the commit", auth_app_id)
             return RACED
-        self.publisher.publish(
+        sink.publish(
             events.REFRESHED, auth_app_id=auth_app_id, isv_ref=record.isv_ref, version=record.version + 1
         )
         if record.failures:
-            self.publisher.publish(events.RECOVERED, auth_app_id=auth_app_id, isv_ref=record.isv_ref)
+            sink.publish(events.RECOVERED, auth_app_id=auth_app_id, isv_ref=record.isv_ref)
         return REFRESHED
 
     def _rotated_by_someone_else(self, leased: TokenRecord) -> bool:
@@ -159,7 +166,7 @@ class RefreshService:
             return False
         return now.version > leased.version or now.token_digest != leased.token_digest
 
-    def _failed(self, record: TokenRecord, exc: AlipayError, *, dead: bool) -> str:
+    def _failed(self, record: TokenRecord, exc: AlipayError, sink: events.EventSink, *, dead: bool) -> str:
         retry_at = self._clock() + self.policy.backoff(record.failures + 1)
         try:
             self.store.record_refresh_failure(
@@ -169,7 +176,7 @@ class RefreshService:
             return RACED
         if dead:
             logger.warning("merchant app %s needs re-authorization (%s)", record.auth_app_id, exc.code)
-            self.publisher.publish(
+            sink.publish(
                 events.NEEDS_REAUTHORIZATION,
                 auth_app_id=record.auth_app_id,
                 isv_ref=record.isv_ref,
@@ -183,7 +190,7 @@ class RefreshService:
             retry_at - self._clock(),
         )
         if record.failures == 0:
-            self.publisher.publish(
+            sink.publish(
                 events.REFRESH_FAILED,
                 auth_app_id=record.auth_app_id,
                 isv_ref=record.isv_ref,
@@ -204,17 +211,19 @@ class RefreshService:
         now = self._clock()
         due: Iterator[tuple[str, float]] = self.store.due_app_ids(now, limit=limit)
         lock = threading.Lock()
+        batch = self.publisher.batch()
 
         def one(auth_app_id: str) -> None:
             try:
-                outcome = self.refresh_one(auth_app_id)
+                outcome = self.refresh_one(auth_app_id, sink=batch)
             except AppAuthError as exc:  # storage trouble for this one item: the next run retries it
                 logger.warning("refresh of %s could not be completed: %s", auth_app_id, exc.code)
                 outcome = FAILED
             with lock:
                 summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + 1
 
-        with ThreadPoolExecutor(2 * self.policy.concurrency, thread_name_prefix="refresh") as pool:
+        # The batch is left last: every worker has published before it flushes.
+        with batch, ThreadPoolExecutor(2 * self.policy.concurrency, thread_name_prefix="refresh") as pool:
             running: set[Future[None]] = set()
             for auth_app_id, due_at in due:
                 summary.due += 1

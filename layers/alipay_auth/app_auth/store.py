@@ -355,7 +355,7 @@ class Store:
 
     def commit_rotation(
         self, record: TokenRecord, owner: str, token: AppToken, *, due_at: float, grace_seconds: float
-    ) -> TokenRecord:
+    ) -> None:
         """Write the new pair in one conditional update; the pair it replaces stays as ``previous``."""
         now = self._clock()
         pk = token_pk(record.auth_app_id)
@@ -386,15 +386,13 @@ class Store:
             if getattr(token, name) is not None:
                 update += f", {name} = :{name}"
                 values[f":{name}"] = {"N": str(getattr(token, name))}
-        result = self._call(
+        self._call(
             "update_item",
             **self._fenced(record, owner),
             UpdateExpression=update + " REMOVE lease_owner, lease_until, last_error",
             ExpressionAttributeNames={"#v": "version", "#cur": "current"},
             ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
         )
-        return TokenRecord.from_item(result["Attributes"])
 
     def record_refresh_failure(
         self, record: TokenRecord, owner: str, *, error: str, retry_at: float, dead: bool
