@@ -5,7 +5,8 @@ For each function (functions/callback, functions/refresher), a fresh ``python`` 
 directory as working directory and the layer on PYTHONPATH (Lambda's layout) imports the handler
 module and builds its container from the environment (``build_container(Settings.from_env())``,
 what the first ``get_container()`` does; it makes no boto3 client, each is made when first used).
-The environment is a real one: the local stack (``sandbox.aws.LocalAws``) provisioned by ``sandbox.stack.provision``.
+The environment is a real one: the local stack (``sandbox.aws.LocalAws``) provisioned by
+``sandbox.stack.provision``.
 The floor is a fresh process importing boto3, requests and the cryptography primitives the
 protocol uses. All variants take turns, N fresh processes each. Measured: the process's wall time
 from spawn to exit (interpreter start-up included, as in Lambda's init), and inside it the import
@@ -14,8 +15,9 @@ and build phases. Target: a function at most 1.3x the floor (wall time).
 What lazy loading bought: an ``eager`` variant of each function also does, at start-up, what the
 container defers to first use (a callback's four boto3 clients, the Alipay configuration from
 Secrets Manager with its key parsing, the Alipay client, the state signer's secret); a reference
-variant measures the first boto3 client with botocore's own loader and with ours; and ``-X importtime`` lists the modules the functions
-import beyond the floor, with their cost, and the layer modules they do not import at all.
+variant measures the first boto3 client with botocore's own loader and with ours; and
+``-X importtime`` lists the modules the functions import beyond the floor, with their cost, and
+the layer modules they do not import at all.
 """
 
 from __future__ import annotations
