@@ -17,8 +17,9 @@ The local stack (DynamoDB Local and moto, ``sandbox.aws.LocalAws``, provisioned 
 The rate limiter's default (``RefreshPolicy.max_calls_per_second`` = 20, Alipay's QPS budget)
 would cap a run at 20 tokens/s, an eighth of the ideal: the candidate runs with
 ``REFRESH_MAX_CALLS_PER_SECOND`` raised so that the limiter is not what is measured. CPU time of
-every process is recorded (the refresher, this process serving the emulator, DynamoDB Local, moto)
-to tell a concurrency limit from a machine limit: everything runs on this machine's CPUs.
+every process is recorded (the refresher's during its run, this process serving the emulator,
+DynamoDB Local, moto) to tell a concurrency limit from a machine limit: everything runs on this
+machine's CPUs.
 
 The stand-ins are spared work that is theirs, not the product's, and that would otherwise be
 counted against the refresher on these shared CPUs: the emulator and the front send with Nagle
@@ -156,7 +157,9 @@ class _Bench:
         report = json.loads(lines[-1])
         summary = report["summary"]
         refreshed = summary["outcomes"].get(REFRESHED, 0)
-        cpu["refresher"] = round(usage.ru_utime + usage.ru_stime, 2)
+        # The run's own CPU: start-up (imports, the first secret fetch) is not per-token work.
+        cpu["refresher"] = round(report["run_cpu_seconds"], 2)
+        cpu_refresher_process = round(usage.ru_utime + usage.ru_stime, 2)
         cpu["emulator_and_benchmark"] = round(
             (own_after.user + own_after.system) - (own_before.user + own_before.system), 2
         )
@@ -184,10 +187,11 @@ class _Bench:
                 for step, seconds in report["step_seconds"].items()
             },
             "cpu_seconds": cpu,
+            "cpu_seconds_refresher_process_with_startup": cpu_refresher_process,
             "cpu_ms_per_token": {
                 name: round(seconds / max(refreshed, 1) * 1000, 2) for name, seconds in cpu.items()
             },
-            "cpu_busy_share_of_machine": round(total_cpu / (wall * cpus), 3),
+            "cpu_busy_share_of_machine": round(total_cpu / (report["run_seconds"] * cpus), 3),
             "cpu_bound_ceiling_per_second": round(cpus / (total_cpu / max(refreshed, 1)), 1),
         }
 
@@ -304,7 +308,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         {
             "measure": "refresher / sequential loop",
             "value": f"{speedup:.1f}x",
-            "detail": f"{first['per_second']:.0f} vs {baseline_rate:.1f} tokens/s",
+            "detail": f"{first['per_second']:.0f} vs {baseline_rate:.1f} tokens/s; {second['due']} due: "
+            f"{second['per_second'] / baseline_rate:.1f}x",
             "target": f">= {TARGET_SPEEDUP:g}x",
             "passed": speedup >= TARGET_SPEEDUP,
         },
