@@ -202,12 +202,14 @@ def _find_route(event: Mapping[str, Any]) -> tuple[Route, Mapping[str, str]]:
     key = event.get("routeKey")
     if key in ROUTES:
         return ROUTES[key], event.get("pathParameters") or {}
-    method = event.get("requestContext", {}).get("http", {}).get("method")
-    for key, found in ROUTES.items():
-        route_method, template = key.split(" ", 1)
-        params = _match(template, str(event.get("rawPath", "")))
-        if route_method == method and params is not None:
-            return found, params
+    # A catch-all route ($default): match the method, then the path, against the declared keys.
+    wanted = f"{event.get('requestContext', {}).get('http', {}).get('method')} "
+    path = str(event.get("rawPath", ""))
+    for declared, found in ROUTES.items():
+        if declared.startswith(wanted):
+            params = _match(declared.removeprefix(wanted), path)
+            if params is not None:
+                return found, params
     raise NotFound("no such route")
 
 
