@@ -186,6 +186,8 @@ class _Bench:
                 step: round(seconds / report["step_calls"][step] * 1000, 1)
                 for step, seconds in report["step_seconds"].items()
             },
+            "aws_calls": report["aws_calls"],
+            "aws_calls_per_token": round(sum(report["aws_calls"].values()) / max(refreshed, 1), 2),
             "cpu_seconds": cpu,
             "cpu_seconds_refresher_process_with_startup": cpu_refresher_process,
             "cpu_ms_per_token": {

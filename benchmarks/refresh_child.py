@@ -4,8 +4,8 @@ Builds the refresher exactly as ``sandbox.run_refresher`` does (environment: the
 variables, the local stack's endpoints, the policy overrides), fetches its Alipay configuration
 once, then runs ``RefreshService.run`` once over everything due. Prints one JSON line: the run's
 summary, how long the run took and the CPU time it used (start-up excluded), the wall time spent
-in each step of a refresh (summed over the worker threads), and the process's peak and current
-RSS after start-up and after the run. Peaks come from /proc/self/status (VmHWM), reset after
+in each step of a refresh (summed over the worker threads), the AWS calls the run made, and the
+process's peak and current RSS after start-up and after the run. Peaks come from /proc/self/status (VmHWM), reset after
 start-up through /proc/self/clear_refs, not from ``ru_maxrss``: Linux carries a process's
 ``ru_maxrss`` across fork and exec, so it starts at the parent's size (the benchmark's, which
 grows with the seeding).
@@ -52,6 +52,21 @@ class StepTimes:
         setattr(owner, method, timed)  # on the instance: nothing else in the process sees it
 
 
+class AwsCalls:
+    """AWS calls by operation, counted through each client's own botocore events."""
+
+    def __init__(self, clients: list[Any]) -> None:
+        self._lock = threading.Lock()
+        self.calls: dict[str, int] = {}
+        for client in clients:
+            client.meta.events.register("before-call", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        name = f"{model.service_model.service_name} {model.name}"
+        with self._lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+
 def _status_kib(field: str) -> int:
     """VmRSS (resident now) or VmHWM (peak resident) of this process, in KiB."""
     with open("/proc/self/status", encoding="ascii") as status:
@@ -76,15 +91,17 @@ def main() -> int:
     steps = StepTimes()
     steps.wrap(service.store, "due_app_ids", "due query (iterator creation only)")
     steps.wrap(service.store, "acquire_lease", "lease (DynamoDB)")
-    steps.wrap(service.store, "open_current", "open pair (KMS decrypt)")
+    steps.wrap(service.store, "open_current", "open pair (AES; KMS when a data key is new)")
     steps.wrap(service._limiter, "acquire", "rate limiter")
     steps.wrap(token_api, "refresh", "Alipay refresh call (100 ms injected)")
-    steps.wrap(service.store, "commit_rotation", "commit (KMS data key + DynamoDB)")
+    steps.wrap(service.store, "commit_rotation", "commit (DynamoDB; AES)")
     steps.wrap(service.publisher, "send", "events (one PutEvents call, up to 10 entries)")
     steps.wrap(service, "refresh_one", "whole refresh_one")
+    aws_calls = AwsCalls([service.store._db, service.store._cipher._kms, service.publisher._events])
     peak_startup_kib = _status_kib("VmHWM")
     rss_ready_kib = _status_kib("VmRSS")
     peak_was_reset = _reset_peak_rss()
+    aws_calls.calls.clear()  # start-up's (the secret) apart
     started, cpu_started = time.monotonic(), time.process_time()
     summary = service.run(remaining_seconds=lambda: MAX_SECONDS - (time.monotonic() - started))
     run_seconds, run_cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
@@ -101,6 +118,7 @@ def main() -> int:
                 "rss_after_run_kib": _status_kib("VmRSS"),
                 "step_seconds": steps.seconds,
                 "step_calls": steps.calls,
+                "aws_calls": aws_calls.calls,
             }
         ),
         flush=True,

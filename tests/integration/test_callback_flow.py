@@ -37,7 +37,7 @@ def test_merchant_authorizes_and_the_token_is_stored_encrypted(stack):
     assert stack.emulator.token_valid(body["app_auth_token"])
     # and at rest the tokens are ciphertext only
     assert body["app_auth_token"].encode() not in repr(stack.table_items()).encode()
-    assert set(token_item["current"]["M"]) == {"v", "edk", "n", "ct"}
+    assert set(token_item["current"]["M"]) == {"v", "edk", "s", "n", "ct"}
     # and one event says so, without a secret in it
     [event] = stack.published_events()
     assert event["detail-type"] == "Authorization Granted"

@@ -1,80 +1,164 @@
-"""Field-level envelope encryption for tokens at rest: an AES-256-GCM data key from KMS per seal.
+"""Field-level envelope encryption for tokens at rest, on top of the table's own encryption: a table
+dump, a backup or an over-broad IAM read shows ciphertext only.
 
-The KMS encryption context and the GCM associated data both carry the item's key and the field
-name, so a sealed value copied to another item or field does not open. This is on top of the
-table's own encryption: a table dump, a backup or an over-broad IAM read shows ciphertext only.
+Each sealed value has its own AES-256-GCM key, derived (HKDF-SHA256, a random salt per value) from a
+KMS data key with the value's encryption context as the derivation's info: application, table, item
+key and field. The same context is the GCM associated data, so a value copied to another item or
+field does not open. This is the shape of the AWS Database Encryption SDK's hierarchical keyring.
+
+One KMS data key serves many values: KMS is asked for a new one after ``KEY_MAX_USES`` seals or
+``KEY_MAX_AGE_SECONDS``, whichever comes first, and an opened data key is kept as long. A refresher
+run that rotates a thousand tokens asks KMS a couple of times instead of two thousand. The data
+key's KMS encryption context names the application and the table, as the functions' IAM policies
+require; KMS's audit trail shows a data key per run, not a decryption per item.
+
+Values sealed before (format 1) had a data key each, bound in KMS to the item and field; they still
+open, and their next write seals them in format 2.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import EncryptionError, StorageError
 
-_VERSION = "1"
+KEY_MAX_USES = 1000
+KEY_MAX_AGE_SECONDS = 300.0
+_OPENED_KEYS_KEPT = 256  # a run opens values sealed by a few earlier runs: a few keys, not hundreds
+
+_DERIVED_KEY = "2"
+_KEY_PER_VALUE = "1"
 
 
-def _context(table: str, pk: str, field: str) -> dict[str, str]:
-    return {"app": "alipay-app-auth", "table": table, "pk": pk, "field": field}
+class _DataKey:
+    __slots__ = ("expires", "plaintext", "wrapped")
+
+    def __init__(self, plaintext: bytes, wrapped: bytes, expires: float) -> None:
+        self.plaintext, self.wrapped, self.expires = plaintext, wrapped, expires
+
+
+def _value_context(table: str, pk: str, field: str) -> bytes:
+    return json.dumps(
+        {"app": "alipay-app-auth", "table": table, "pk": pk, "field": field}, sort_keys=True
+    ).encode()
+
+
+def _value_key(data_key: bytes, salt: bytes, context: bytes) -> AESGCM:
+    return AESGCM(HKDF(algorithm=SHA256(), length=32, salt=salt, info=context).derive(data_key))
 
 
 class EnvelopeCipher:
-    def __init__(self, kms: Any, key_id: str, table: str) -> None:
+    def __init__(
+        self, kms: Any, key_id: str, table: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._kms = kms
         self._key_id = key_id
         self._table = table
+        self._clock = clock
+        self._kms_context = {"app": "alipay-app-auth", "table": table}
+        # One lock for both caches, and KMS is asked under it: a run's workers all want the same
+        # key at once, and one call serves them all. Misses are rare, so the wait is short.
+        self._lock = threading.Lock()
+        self._sealing: _DataKey | None = None
+        self._seals_left = 0
+        self._opened: OrderedDict[bytes, _DataKey] = OrderedDict()
 
     def seal(self, value: Mapping[str, Any], *, pk: str, field: str) -> dict[str, Any]:
         """Encrypt a small JSON object; returns a DynamoDB map attribute value (low-level format)."""
-        context = _context(self._table, pk, field)
-        try:
-            data_key = self._kms.generate_data_key(
-                KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=context
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageError("KMS refused to issue a data key for token encryption") from exc
-        nonce = os.urandom(12)
-        aad = json.dumps(context, sort_keys=True).encode()
-        ciphertext = AESGCM(data_key["Plaintext"]).encrypt(nonce, json.dumps(value).encode(), aad)
+        data_key = self._sealing_key()
+        context = _value_context(self._table, pk, field)
+        salt, nonce = os.urandom(16), os.urandom(12)
+        ciphertext = _value_key(data_key.plaintext, salt, context).encrypt(
+            nonce, json.dumps(value).encode(), context
+        )
         return {
             "M": {
-                "v": {"S": _VERSION},
-                "edk": {"B": data_key["CiphertextBlob"]},
+                "v": {"S": _DERIVED_KEY},
+                "edk": {"B": data_key.wrapped},
+                "s": {"B": salt},
                 "n": {"B": nonce},
                 "ct": {"B": ciphertext},
             }
         }
 
     def open(self, sealed: Mapping[str, Any], *, pk: str, field: str) -> dict[str, Any]:
-        context = _context(self._table, pk, field)
+        what = f"{field} of {pk}"
+        context = _value_context(self._table, pk, field)
         try:
             parts = sealed["M"]
-            edk, nonce, ciphertext = parts["edk"]["B"], parts["n"]["B"], parts["ct"]["B"]
+            version = parts["v"]["S"]
+            wrapped, nonce, ciphertext = parts["edk"]["B"], parts["n"]["B"], parts["ct"]["B"]
+            if version == _DERIVED_KEY:
+                aead = _value_key(self._opened_key(wrapped, what).plaintext, parts["s"]["B"], context)
+            elif version == _KEY_PER_VALUE:
+                aead = AESGCM(self._decrypt(wrapped, json.loads(context), what))
+            else:
+                raise EncryptionError(f"{what} was sealed in an unknown format ({version!r})")
         except (KeyError, TypeError) as exc:
-            raise EncryptionError(f"{field} of {pk} is not a sealed value") from exc
+            raise EncryptionError(f"{what} is not a sealed value") from exc
         try:
-            data_key = self._kms.decrypt(CiphertextBlob=edk, EncryptionContext=context, KeyId=self._key_id)
+            plaintext = aead.decrypt(nonce, ciphertext, context)
+        except InvalidTag as exc:
+            raise EncryptionError(f"{what} failed its integrity check") from exc
+        result: dict[str, Any] = json.loads(plaintext)
+        return result
+
+    def _sealing_key(self) -> _DataKey:
+        with self._lock:
+            now = self._clock()
+            if self._sealing is None or self._seals_left <= 0 or self._sealing.expires <= now:
+                try:
+                    issued = self._kms.generate_data_key(
+                        KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=self._kms_context
+                    )
+                except (BotoCoreError, ClientError) as exc:
+                    raise StorageError("KMS refused to issue a data key for token encryption") from exc
+                self._sealing = _DataKey(
+                    issued["Plaintext"], issued["CiphertextBlob"], now + KEY_MAX_AGE_SECONDS
+                )
+                self._seals_left = KEY_MAX_USES
+                self._keep(self._sealing)
+            self._seals_left -= 1
+            return self._sealing
+
+    def _opened_key(self, wrapped: bytes, what: str) -> _DataKey:
+        with self._lock:
+            key = self._opened.get(wrapped)
+            if key is None or key.expires <= self._clock():
+                plaintext = self._decrypt(wrapped, self._kms_context, what)
+                key = _DataKey(plaintext, wrapped, self._clock() + KEY_MAX_AGE_SECONDS)
+                self._keep(key)
+            return key
+
+    def _keep(self, key: _DataKey) -> None:
+        self._opened[key.wrapped] = key
+        self._opened.move_to_end(key.wrapped)
+        while len(self._opened) > _OPENED_KEYS_KEPT:
+            self._opened.popitem(last=False)
+
+    def _decrypt(self, wrapped: bytes, context: Mapping[str, str], what: str) -> bytes:
+        try:
+            answer = self._kms.decrypt(CiphertextBlob=wrapped, EncryptionContext=context, KeyId=self._key_id)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in (
                 "InvalidCiphertextException",
                 "IncorrectKeyException",
             ):
-                raise EncryptionError(f"{field} of {pk} does not open under this item's context") from exc
+                raise EncryptionError(f"{what} does not open: KMS refused its data key") from exc
             raise StorageError("KMS refused to decrypt a data key") from exc
         except BotoCoreError as exc:
             raise StorageError("KMS could not be reached to decrypt a data key") from exc
-        try:
-            plaintext = AESGCM(data_key["Plaintext"]).decrypt(
-                nonce, ciphertext, json.dumps(context, sort_keys=True).encode()
-            )
-        except InvalidTag as exc:
-            raise EncryptionError(f"{field} of {pk} failed its integrity check") from exc
-        result: dict[str, Any] = json.loads(plaintext)
-        return result
+        plaintext: bytes = answer["Plaintext"]
+        return plaintext
