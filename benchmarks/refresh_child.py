@@ -25,6 +25,7 @@ from typing import Any
 from sandbox.run_refresher import build_refresher
 
 MAX_SECONDS = 600.0
+EXCHANGE = "exchange on the wire, in a slot (100 ms injected)"
 
 
 class StepTimes:
@@ -92,8 +93,11 @@ def main() -> int:
     steps.wrap(service.store, "due_app_ids", "due query (iterator creation only)")
     steps.wrap(service.store, "acquire_lease", "lease (DynamoDB)")
     steps.wrap(service.store, "open_current", "open pair (AES; KMS when a data key is new)")
-    steps.wrap(service._limiter, "acquire", "rate limiter")
-    steps.wrap(token_api, "refresh", "Alipay refresh call (100 ms injected)")
+    steps.wrap(token_api, "refresh", "Alipay call (waits for a slot, signs, verifies)")
+    steps.wrap(service._pace._slots, "acquire", "waiting for a slot (16 in flight)")
+    steps.wrap(service._pace._limiter, "acquire", "rate limiter")
+    gateway = token_api.client.session.get_adapter(token_api.client.config.gateway)
+    steps.wrap(gateway, "send", EXCHANGE)
     steps.wrap(service.store, "commit_rotation", "commit (DynamoDB; AES)")
     steps.wrap(service.publisher, "send", "events (one PutEvents call, up to 10 entries)")
     steps.wrap(service, "refresh_one", "whole refresh_one")

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any
 
@@ -85,8 +86,14 @@ class _TracedTokenApi(TokenApi):
         self._pause = pause
         self._current = current
 
-    def refresh(self, app_refresh_token: str, *, encrypt: bool = False) -> TokenGrant:
-        grant = super().refresh(app_refresh_token, encrypt=encrypt)
+    def refresh(
+        self,
+        app_refresh_token: str,
+        *,
+        encrypt: bool = False,
+        pace: AbstractContextManager[object] | None = None,
+    ) -> TokenGrant:
+        grant = super().refresh(app_refresh_token, encrypt=encrypt, pace=pace)
         if self._trace is not None:
             self._trace.write("answer", getattr(self._current, "app", "-"))
         if self._pause > 0:

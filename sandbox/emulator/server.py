@@ -24,6 +24,7 @@ import socketserver
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -103,6 +104,8 @@ class Emulator:
         self._other_key_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self.requests_received = 0  # every API request, answered or not: tests prove "no call to Alipay"
+        # (arrived, left) per API request, monotonic: tests check a caller's concurrency and pace.
+        self.call_times: deque[tuple[float, float]] = deque(maxlen=100_000)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -268,6 +271,23 @@ class Emulator:
             return Reply(page.status, page.headers, page.body)
         with self._count_lock:
             self.requests_received += 1
+        arrived = time.monotonic()
+        try:
+            return self._respond_to_call(request)
+        finally:
+            self.call_times.append((arrived, time.monotonic()))
+
+    def max_calls_in_flight(self) -> int:
+        """The most API requests this emulator was handling at once."""
+        calls = list(self.call_times)  # one snapshot: handler threads may still append
+        edges = sorted([(arrived, 1) for arrived, _ in calls] + [(left, -1) for _, left in calls])
+        in_flight = most = 0
+        for _, step in edges:  # at a tie, -1 sorts first: a call that left as another arrived is not overlap
+            in_flight += step
+            most = max(most, in_flight)
+        return most
+
+    def _respond_to_call(self, request: Request) -> Reply | None:
         trace_id = new_trace_id()
         draw = self.faults.draw()
         if draw.delay:

@@ -107,7 +107,12 @@ def test_refreshers_killed_at_random_instants_lose_no_token(make_world):
     apps = world.seed(TOKENS)
     rng = random.Random(4242)
     lease = 4.0  # short, so that what a killed worker held is retried soon; far above one call
-    env = world.child_env(REFRESH_LEASE_SECONDS=lease, REFRESH_CONCURRENCY=4, **FAST_RUNS)
+    # Paced at 30 calls/s a process, so that twelve rounds leave due tokens for every round.
+    env = world.child_env(
+        REFRESH_LEASE_SECONDS=lease,
+        REFRESH_CONCURRENCY=4,
+        **(FAST_RUNS | {"REFRESH_MAX_CALLS_PER_SECOND": 30}),
+    )
 
     killed_pids: set[int] = set()
     killed_after_answer: set[int] = set()

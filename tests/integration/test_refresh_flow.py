@@ -8,6 +8,7 @@ import pytest
 
 from app_auth.events import EventPublisher
 from app_auth.refresh import NEEDS_REAUTH, REFRESHED, SKIPPED, RefreshPolicy, RefreshService
+from sandbox.emulator import Fault
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +131,30 @@ def test_a_run_sends_its_events_ten_to_a_put_events_call(stack):
     assert {e["detail-type"] for e in published} == {"Token Refreshed"}
     # Ten to a call, the rest at the end of the run (or earlier, if one waited a second).
     assert sum(calls) == len(apps) and max(calls) == 10 and len(calls) <= len(apps) // 10 + 3, calls
+
+
+def test_a_run_keeps_its_calls_at_alipay_within_the_concurrency(stack):
+    apps = [f"20210000000007{n:02d}" for n in range(24)]
+    authorize(stack, apps)
+    for app in apps:
+        make_due(stack, app)
+    stack.emulator.call_times.clear()
+    stack.emulator.inject(Fault.LATENCY, rate=1.0, delay=0.2)  # long enough for calls to pile up
+    summary = refresher(stack, concurrency=3, max_calls_per_second=1000).run(remaining_seconds=lambda: 300)
+    assert summary.count(REFRESHED) == len(apps)
+    # Six workers, three of them at Alipay at any moment: never more, and the bound is reached.
+    assert stack.emulator.max_calls_in_flight() == 3
+
+
+def test_a_run_starts_its_calls_at_alipay_no_faster_than_the_rate(stack):
+    apps = [f"20210000000008{n:02d}" for n in range(11)]
+    authorize(stack, apps)
+    for app in apps:
+        make_due(stack, app)
+    stack.emulator.call_times.clear()
+    summary = refresher(stack, concurrency=8, max_calls_per_second=10).run(remaining_seconds=lambda: 300)
+    assert summary.count(REFRESHED) == len(apps)
+    arrivals = sorted(arrived for arrived, _ in stack.emulator.call_times)
+    # Eleven calls at ten a second span at least a second; a slow machine only spreads them more.
+    # (A few ms of slack: the spacing is kept where the calls leave, and they arrive a little apart.)
+    assert len(arrivals) == len(apps) and arrivals[-1] - arrivals[0] >= 1.0 - 0.05, arrivals

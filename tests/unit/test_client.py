@@ -20,6 +20,7 @@ from alipay_v3 import (
     TransportError,
     UnknownAlipayCertError,
 )
+from alipay_v3 import client as client_module
 from alipay_v3.keys import cert_sn
 from alipay_v3.server import sign_response, verify_request
 from sandbox.credentials import DevCredentials, cert_pem, make_cert, new_rsa_key
@@ -65,7 +66,7 @@ class ScriptedAdapter(BaseAdapter):
         pass
 
 
-def client_for(creds, script, *, sn=None, cert_mode=False, **kwargs):
+def client_for(creds, script, *, sn=None, cert_mode=False, sleep=lambda _: None, **kwargs):
     adapter = ScriptedAdapter(creds, script, sn=sn)
     session = requests.Session()
     session.mount("http://", adapter)
@@ -73,7 +74,7 @@ def client_for(creds, script, *, sn=None, cert_mode=False, **kwargs):
     client = AlipayClient(
         config,
         session=session,
-        sleep=lambda _: None,
+        sleep=sleep,
         nonce=lambda: "fixed-nonce",
         clock=lambda: 1764000000.123,
         **kwargs,
@@ -185,3 +186,42 @@ def test_refresh_is_not_retried_after_a_read_timeout(creds):
     with pytest.raises(TransportError) as info:
         TokenApi(client).refresh(TOKEN["app_refresh_token"])
     assert info.value.request_sent and info.value.timed_out and len(adapter.sent) == 1
+
+
+class RecordingPace:
+    """A pace that notes when it is held."""
+
+    def __init__(self):
+        self.held, self.entries = False, 0
+
+    def __enter__(self):
+        assert not self.held
+        self.held, self.entries = True, self.entries + 1
+
+    def __exit__(self, *exc_info):
+        self.held = False
+
+
+def test_the_pace_is_held_around_each_exchange_only(creds, monkeypatch):
+    pace, seen = RecordingPace(), []
+    client, adapter = client_for(
+        creds,
+        [dropped(), (503, {}, False), (200, TOKEN, True)],
+        sleep=lambda _: seen.append(("pause between attempts", pace.held)),
+    )
+    send, sign = adapter.send, client_module.AlipayAuth.__call__
+    monkeypatch.setattr(
+        adapter, "send", lambda request, **kw: seen.append(("send", pace.held)) or send(request, **kw)
+    )
+    monkeypatch.setattr(
+        client_module.AlipayAuth,
+        "__call__",
+        lambda auth, r: seen.append(("sign", pace.held)) or sign(auth, r),
+    )
+    grant = TokenApi(client).refresh(TOKEN["app_refresh_token"], pace=pace)
+    assert grant.primary.auth_app_id == TOKEN["auth_app_id"]
+    assert pace.entries == 3 and not pace.held  # once per attempt, released after the last
+    assert seen == [("sign", False), ("send", True), ("pause between attempts", False)] * 2 + [
+        ("sign", False),
+        ("send", True),
+    ]

@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from urllib.parse import urlencode
 
@@ -158,7 +159,11 @@ class AlipayClient:
         app_auth_token: str | None = None,
         encrypt: bool = False,
         idempotent: bool = False,
+        pace: AbstractContextManager[object] | None = None,
     ) -> AlipayResponse:
+        """``pace``, when given, is entered around each exchange on the wire (each attempt), not
+        around signing, verification or the pauses between retries: the caller's bound on calls in
+        flight at Alipay and on their rate."""
         method = method.upper()
         if not path.startswith("/"):
             raise ValueError("path must start with '/', e.g. /v3/alipay/open/auth/token/app")
@@ -182,7 +187,7 @@ class AlipayClient:
 
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return self._attempt(method, url, path, payload, headers, app_auth_token, encrypt)
+                return self._attempt(method, url, path, payload, headers, app_auth_token, encrypt, pace)
             except TransportError as exc:
                 may_retry = (idempotent and not exc.timed_out) or not exc.request_sent
                 error: AlipayError = exc
@@ -207,6 +212,7 @@ class AlipayClient:
         headers: dict[str, str],
         app_auth_token: str | None,
         encrypted: bool,
+        pace: AbstractContextManager[object] | None,
     ) -> AlipayResponse:
         auth = AlipayAuth(self.config, app_auth_token=app_auth_token, clock=self._clock, nonce=self._nonce)
         started = time.monotonic()
@@ -219,9 +225,14 @@ class AlipayClient:
             prepared.prepare_headers(headers)
             prepared.prepare_body(payload, None)
             auth(prepared)
-            response = self.session.get_adapter(url).send(
-                prepared, timeout=self.timeout, verify=self._verify, cert=self._cert, proxies=self._proxies
-            )
+            with pace or nullcontext():
+                response = self.session.get_adapter(url).send(
+                    prepared,
+                    timeout=self.timeout,
+                    verify=self._verify,
+                    cert=self._cert,
+                    proxies=self._proxies,
+                )
         except requests.RequestException as exc:
             reached = _request_reached_server(exc)
             raise TransportError(

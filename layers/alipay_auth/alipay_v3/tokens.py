@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,14 +132,32 @@ class TokenApi:
             {"grant_type": "authorization_code", "code": app_auth_code}, encrypt, idempotent=False
         )
 
-    def refresh(self, app_refresh_token: str, *, encrypt: bool = False) -> TokenGrant:
+    def refresh(
+        self,
+        app_refresh_token: str,
+        *,
+        encrypt: bool = False,
+        pace: AbstractContextManager[object] | None = None,
+    ) -> TokenGrant:
         """grant_type=refresh_token. Retried after lost answers (the old refresh token stays valid through
-        its grace window), but not after a read timeout (see ``AlipayClient``)."""
+        its grace window), but not after a read timeout (see ``AlipayClient``, also for ``pace``)."""
         _check_grant_value(app_refresh_token, "app_refresh_token")
         return self._call(
-            {"grant_type": "refresh_token", "refresh_token": app_refresh_token}, encrypt, idempotent=True
+            {"grant_type": "refresh_token", "refresh_token": app_refresh_token},
+            encrypt,
+            idempotent=True,
+            pace=pace,
         )
 
-    def _call(self, body: dict[str, str], encrypt: bool, *, idempotent: bool) -> TokenGrant:
-        response = self.client.call("POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent)
+    def _call(
+        self,
+        body: dict[str, str],
+        encrypt: bool,
+        *,
+        idempotent: bool,
+        pace: AbstractContextManager[object] | None = None,
+    ) -> TokenGrant:
+        response = self.client.call(
+            "POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent, pace=pace
+        )
         return TokenGrant(parse_token_response(response.data, self.clock()), response.trace_id)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from alipay_v3 import AlipayApiError, AlipayError, TokenApi, TokenGrant
+from alipay_v3 import AlipayApiError, AlipayError, TokenApi
 
 from . import events
 from .errors import AppAuthError, ConcurrentUpdate, NotFound
@@ -93,6 +93,23 @@ class RateLimiter:
             self._sleep(start - now)
 
 
+class AlipayPace:
+    """Entered around each exchange with Alipay (``AlipayClient.call(pace=...)``): at most
+    ``concurrency`` calls in flight, started at most ``rate`` per second. Signing, verification and
+    the pauses between retries happen outside it, so a slot is held only while Alipay has the call."""
+
+    def __init__(self, concurrency: int, rate: float) -> None:
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._limiter = RateLimiter(rate)
+
+    def __enter__(self) -> None:
+        self._slots.acquire()
+        self._limiter.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._slots.release()
+
+
 class RefreshService:
     def __init__(
         self,
@@ -112,10 +129,9 @@ class RefreshService:
         self.policy = policy or RefreshPolicy()
         self._clock = clock
         self.owner = owner or uuid.uuid4().hex  # one per execution environment: leases name it
-        self._limiter = RateLimiter(self.policy.max_calls_per_second)
-        # ``concurrency`` bounds the calls in flight at Alipay; the table and KMS work of other
-        # tokens overlaps them (run() has twice as many workers), so the slots stay busy.
-        self._alipay_slots = threading.BoundedSemaphore(self.policy.concurrency)
+        # ``concurrency`` bounds the calls in flight at Alipay; the table work of other tokens
+        # overlaps them (run() has twice as many workers), so the slots stay busy.
+        self._pace = AlipayPace(self.policy.concurrency, self.policy.max_calls_per_second)
 
     # -- one token ---------------------------------------------------------------------------------
 
@@ -130,7 +146,7 @@ class RefreshService:
             return SKIPPED  # not due any more, leased by a live worker, or not active
         pair = self.store.open_current(record)
         try:
-            grant = self._call_alipay(pair.app_refresh_token)
+            grant = self._token_api().refresh(pair.app_refresh_token, pace=self._pace)
         except AlipayApiError as exc:
             if exc.grant_dead and exc.verified and self._rotated_by_someone_else(record):
                 return RACED
@@ -199,11 +215,6 @@ class RefreshService:
         return FAILED
 
     # -- a scheduled run ---------------------------------------------------------------------------
-
-    def _call_alipay(self, app_refresh_token: str) -> TokenGrant:
-        with self._alipay_slots:
-            self._limiter.acquire()
-            return self._token_api().refresh(app_refresh_token)
 
     def run(self, *, remaining_seconds: Callable[[], float], limit: int | None = None) -> RunSummary:
         """Refresh what is due with bounded concurrency; stop taking work before time runs out."""
