@@ -8,6 +8,7 @@ The local stack (DynamoDB Local and moto, ``sandbox.aws.LocalAws``, provisioned 
   ``sandbox.run_refresher`` builds it), ``RefreshService.run`` at concurrency 16. Its throughput is
   refreshed tokens over the run's own time (process start-up and the first secret fetch excluded).
   Target: at least 80% of the concurrency-bound ideal, 16 calls in flight / 0.1 s = 160 tokens/s.
+  Runs of 1,000 due are made three times and the median run is judged (the others are reported).
 - Baseline, in the same run, before and after the first candidate run: what a cron script around an
   SDK does, one token after another: read the item, open the pair, ``TokenApi.refresh``, store the
   new pair (``Store.save_authorization``). Target: the candidate at least 10x its rate.
@@ -61,6 +62,7 @@ TARGET_SPEEDUP = 10.0
 TARGET_MEMORY_RATIO = 1.1
 RATE_LIMIT_FOR_BENCHMARK = 1000.0  # calls/s; the default is RefreshPolicy().max_calls_per_second
 CHILD_TIMEOUT_SECONDS = 420.0
+SMALL_RUNS = 3
 FAR_FUTURE = 10 * 365 * 86400.0
 PACKAGES = ("boto3", "botocore", "requests", "cryptography", "moto")
 
@@ -200,7 +202,9 @@ class _Bench:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    sizes = (100, 1000) if quick else (1000, 10000)
+    # A run of 1,000 lasts seconds and this machine's speed drifts by tens of per cent within
+    # minutes: that size is run three times and judged by its median run.
+    sizes = [100, 1000] if quick else [1000] * SMALL_RUNS + [10000]
     baseline_half = 8 if quick else 40
     load_before = os.getloadavg()[0]
     creds = DevCredentials.generate()
@@ -216,10 +220,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         baseline = [bench.sequential(baseline_apps[1 : 1 + baseline_half])]
         phases.append(f"baseline {baseline_half} tokens")
         runs = []
-        seeding = {}
+        seeding: dict[int, list[float]] = {}
         for index, size in enumerate(sizes):
             apps, seconds = bench.seed(size, due_at=1.0)
-            seeding[size] = round(seconds, 1)
+            seeding.setdefault(size, []).append(round(seconds, 1))
             phases.append(f"seed {size}")
             runs.append(bench.refresher_run(size))
             runs[-1]["emulator_refreshes_of_first_app"] = emulator.refresh_count(apps[0])
@@ -229,7 +233,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 phases.append(f"baseline {baseline_half} tokens")
 
     baseline_rate = sum(part["tokens"] for part in baseline) / sum(part["seconds"] for part in baseline)
-    first, second = runs
+    small, second = runs[:-1], runs[-1]
+    first = sorted(small, key=lambda run: run["per_second"])[len(small) // 2]  # the median run
     share = first["share_of_ideal"]
     speedup = first["per_second"] / baseline_rate
     memory_ratio = second["peak_rss_mib"] / first["peak_rss_mib"]
@@ -271,6 +276,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         and checks_passed,
         "baseline": {"parts": baseline, "per_second": round(baseline_rate, 2)},
         "runs": runs,
+        "judged_run": runs.index(first),
+        "per_second_of_each_run": [run["per_second"] for run in runs],
         "speedup_over_sequential": round(speedup, 2),
         "peak_rss_ratio": round(memory_ratio, 3),
         "run_rss_growth_ratio": round(growth_ratio, 2),
@@ -298,8 +305,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         {
             "measure": f"refresher {first['due']} due / ideal {IDEAL_PER_SECOND:g}/s",
             "value": f"{share:.0%}",
-            "detail": f"{first['per_second']:.0f}/s; {second['due']} due: {second['per_second']:.0f}/s; "
-            f"CPU-bound ceiling here ~{first['cpu_bound_ceiling_per_second']:.0f}/s",
+            "detail": f"{first['per_second']:.0f}/s, median of "
+            f"{'/'.join(f'{run["per_second"]:.0f}' for run in small)}; {second['due']} due: "
+            f"{second['per_second']:.0f}/s; CPU-bound ceiling here ~{first['cpu_bound_ceiling_per_second']:.0f}/s",
             "target": f">= {TARGET_SHARE_OF_IDEAL:.0%}",
             "passed": share >= TARGET_SHARE_OF_IDEAL,
         },
