@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any
 
@@ -86,14 +85,8 @@ class _TracedTokenApi(TokenApi):
         self._pause = pause
         self._current = current
 
-    def refresh(
-        self,
-        app_refresh_token: str,
-        *,
-        encrypt: bool = False,
-        pace: AbstractContextManager[object] | None = None,
-    ) -> TokenGrant:
-        grant = super().refresh(app_refresh_token, encrypt=encrypt, pace=pace)
+    def refresh(self, app_refresh_token: str, **options: Any) -> TokenGrant:
+        grant = super().refresh(app_refresh_token, **options)
         if self._trace is not None:
             self._trace.write("answer", getattr(self._current, "app", "-"))
         if self._pause > 0:

@@ -28,6 +28,13 @@ def make_due(stack, auth_app_id):
     )
 
 
+def authorized_and_due(stack, apps):
+    authorize(stack, apps)
+    for app in apps:
+        make_due(stack, app)
+    return apps
+
+
 def refresher(stack, **policy):
     c = stack.container
     return RefreshService(
@@ -87,10 +94,7 @@ def test_revoked_grant_needs_reauthorization_once_and_is_not_hammered(stack):
 
 
 def test_two_refreshers_over_the_same_due_tokens_rotate_each_once(stack):
-    apps = [f"20210000000005{n:02d}" for n in range(12)]
-    authorize(stack, apps)
-    for app in apps:
-        make_due(stack, app)
+    apps = authorized_and_due(stack, [f"20210000000005{n:02d}" for n in range(12)])
     results = []
     workers = [refresher(stack, concurrency=4) for _ in range(2)]
     threads = [
@@ -107,10 +111,7 @@ def test_two_refreshers_over_the_same_due_tokens_rotate_each_once(stack):
 
 
 def test_a_run_sends_its_events_ten_to_a_put_events_call(stack):
-    apps = [f"20210000000006{n:02d}" for n in range(23)]
-    authorize(stack, apps)
-    for app in apps:
-        make_due(stack, app)
+    apps = authorized_and_due(stack, [f"20210000000006{n:02d}" for n in range(23)])
     client = stack.aws.client("events")
     calls = []
     client.meta.events.register(
@@ -134,10 +135,7 @@ def test_a_run_sends_its_events_ten_to_a_put_events_call(stack):
 
 
 def test_a_run_keeps_its_calls_at_alipay_within_the_concurrency(stack):
-    apps = [f"20210000000007{n:02d}" for n in range(24)]
-    authorize(stack, apps)
-    for app in apps:
-        make_due(stack, app)
+    apps = authorized_and_due(stack, [f"20210000000007{n:02d}" for n in range(24)])
     stack.emulator.call_times.clear()
     stack.emulator.inject(Fault.LATENCY, rate=1.0, delay=0.2)  # long enough for calls to pile up
     summary = refresher(stack, concurrency=3, max_calls_per_second=1000).run(remaining_seconds=lambda: 300)
@@ -147,10 +145,7 @@ def test_a_run_keeps_its_calls_at_alipay_within_the_concurrency(stack):
 
 
 def test_a_run_starts_its_calls_at_alipay_no_faster_than_the_rate(stack):
-    apps = [f"20210000000008{n:02d}" for n in range(11)]
-    authorize(stack, apps)
-    for app in apps:
-        make_due(stack, app)
+    apps = authorized_and_due(stack, [f"20210000000008{n:02d}" for n in range(11)])
     stack.emulator.call_times.clear()
     summary = refresher(stack, concurrency=8, max_calls_per_second=10).run(remaining_seconds=lambda: 300)
     assert summary.count(REFRESHED) == len(apps)
