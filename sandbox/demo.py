@@ -153,7 +153,7 @@ def demo(run: Running) -> None:
     container = run.container()
     [record] = [r for r in _records(run)]
     app_id = record["auth_app_id"]["S"]
-    say("\n3. Stored: encrypted token pair in DynamoDB (AES-GCM data key from KMS), due for rotation later")
+    say("\n3. Stored: encrypted token pair in DynamoDB (AES-GCM, keys from KMS), due for rotation later")
     say(
         f"   merchant app {app_id}: status {record['status']['S']}, version {record['version']['N']}, "
         f"ref {record['isv_ref']['S']}, due {time.strftime('%Y-%m-%d', time.gmtime(float(record['due_at']['N'])))}"
