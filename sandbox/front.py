@@ -36,6 +36,7 @@ def load_function(name: str) -> ModuleType:
 
 IAM_ROUTES = ("/links", "/tokens/")
 MAX_BODY = 1024 * 1024  # API Gateway's payload limit is larger; nothing of ours needs more
+DISCARD_AT_MOST = 16 * MAX_BODY  # of a body refused for its size; beyond, the connection just closes
 
 
 @dataclass
@@ -132,9 +133,19 @@ class Front:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the query string carries codes: never log request lines
 
+            def _discard(self, length: int) -> None:
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 65536))
+                    if not chunk:
+                        return
+                    length -= len(chunk)
+
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY:
+                    # Take what the client sends before answering, as a gateway does: closing on a
+                    # client still sending shows it a broken pipe instead of our 413.
+                    self._discard(min(length, DISCARD_AT_MOST))
                     self.send_error(413, "Payload Too Large")
                     return
                 body = self.rfile.read(length) if length else b""

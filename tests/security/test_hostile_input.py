@@ -295,6 +295,19 @@ def test_hostile_requests_over_http(stack):
     assert stack.published_events() == []
 
 
+def test_an_oversized_body_gets_a_readable_413(stack):
+    """The front refuses a body over its limit, and the client, still sending, can read why."""
+    host, port = urlsplit(stack.url).hostname, urlsplit(stack.url).port
+    connection = http.client.HTTPConnection(host, port, timeout=20)
+    try:
+        connection.request(
+            "POST", "/links", body=b'{"ref":' * 1_500_000, headers={"Content-Type": "application/json"}
+        )
+        assert connection.getresponse().status == 413
+    finally:
+        connection.close()
+
+
 # -- helpers -----------------------------------------------------------------------------------------
 
 

@@ -280,6 +280,10 @@ def collect_secrets(capture: Capture) -> list[Secret]:
         for i, v in enumerate(access)
     ]
     found += [Secret(f"app_refresh_token #{i}", frozenset(text_forms(v))) for i, v in enumerate(refresh)]
+    # The KMS data keys the run sealed and opened tokens with (the cipher keeps them for minutes).
+    data_keys = [key.plaintext for key in stack.container.store._cipher._opened.values()]
+    assert data_keys
+    found += [Secret(f"token data key #{i}", frozenset(_raw_forms(k))) for i, k in enumerate(data_keys)]
     assert len(capture.authorization_headers) >= 6, capture.authorization_headers
     for i, header in enumerate(capture.authorization_headers):
         signature = header.rsplit("sign=", 1)[1]
@@ -371,6 +375,10 @@ class _FiveMinutes(LambdaContext):
 
 def _bytes_as_text(value: Any) -> str:
     return base64.b64encode(value).decode() + " " + value.decode("latin-1")
+
+
+def _raw_forms(raw: bytes) -> set[str]:
+    return {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(), raw.hex()}
 
 
 def _b64_forms(text: str) -> set[str]:
