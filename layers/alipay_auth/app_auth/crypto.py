@@ -103,7 +103,8 @@ class EnvelopeCipher:
             if version == _DERIVED_KEY:
                 aead = _value_key(self._opened_key(wrapped, what).plaintext, parts["s"]["B"], context)
             elif version == _KEY_PER_VALUE:
-                aead = AESGCM(self._decrypt(wrapped, json.loads(context), what))
+                item_context = {**self._kms_context, "pk": pk, "field": field}  # format 1 bound it in KMS
+                aead = AESGCM(self._decrypt(wrapped, item_context, what))
             else:
                 raise EncryptionError(f"{what} was sealed in an unknown format ({version!r})")
         except (KeyError, TypeError) as exc:
