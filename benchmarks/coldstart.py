@@ -5,7 +5,7 @@ For each function (functions/callback, functions/refresher), a fresh ``python`` 
 directory as working directory and the layer on PYTHONPATH (Lambda's layout) imports the handler
 module and builds its container from the environment (``build_container(Settings.from_env())``,
 what the first ``get_container()`` does; it makes no boto3 client, each is made when first used).
-The environment is a real one: the local stack (``sandbox.aws.LocalAws``) provisioned by
+The environment is a real one: the local stack (``sandbox.aws_standins.LocalAws``) provisioned by
 ``sandbox.stack.provision``.
 The floor is a fresh process importing boto3, requests and the cryptography primitives the
 protocol uses. All variants take turns, N fresh processes each. Measured: the process's wall time
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import REPO_ROOT, machine_info
-from sandbox.aws import LocalAws
+from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.stack import provision
 

@@ -1,6 +1,6 @@
 """``refresh``: rotation throughput and memory against an Alipay that answers in 100 ms.
 
-The local stack (DynamoDB Local and moto, ``sandbox.aws.LocalAws``, provisioned by
+The local stack (DynamoDB Local and moto, ``sandbox.aws_standins.LocalAws``, provisioned by
 ``sandbox.stack.provision``) and the emulator (``sandbox.emulator.Emulator``) with
 ``Fault.LATENCY`` of 100 ms on every call. Tokens come from ``sandbox.seed.seed_tokens``, due now.
 
@@ -26,7 +26,7 @@ The stand-ins are spared work that is theirs, not the product's, and that would 
 counted against the refresher on these shared CPUs: the emulator and the front send with Nagle
 off (``disable_nagle_algorithm``: their headers and body are two writes, and the body waited
 40 ms for the client's delayed ACK), and moto no longer lists its package directory on every
-request (``sandbox.aws._spare_moto_per_request_work``).
+request (``sandbox.aws_standins._spare_moto_per_request_work``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from app_auth.container import Container, build_container
 from app_auth.refresh import REFRESHED, RefreshPolicy
 from benchmarks.harness import REPO_ROOT, machine_info
 from benchmarks.refresh_child import EXCHANGE
-from sandbox.aws import LocalAws
+from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator, Fault
 from sandbox.seed import merchant_app_ids, seed_tokens
@@ -97,7 +97,7 @@ class _Bench:
     # -- the baseline: one after another, in this process ---------------------------------------
 
     def sequential(self, apps: Sequence[str]) -> dict[str, Any]:
-        store, settings = self.container.store, self.container.settings
+        store = self.container.store
         per_token = []
         started = time.monotonic()
         for app in apps:
@@ -109,8 +109,6 @@ class _Bench:
                 token,
                 isv_app_id=self.creds.app_id,
                 isv_ref=None,
-                due_at=settings.next_due(token.obtained_at, token.re_expires_in),
-                grace_seconds=settings.previous_token_grace_seconds,
             )
             per_token.append(time.perf_counter() - began)
         seconds = time.monotonic() - started

@@ -101,7 +101,7 @@ def main() -> int:
     steps.wrap(service.store, "commit_rotation", "commit (DynamoDB; AES)")
     steps.wrap(service.publisher, "send", "events (one PutEvents call, up to 10 entries)")
     steps.wrap(service, "refresh_one", "whole refresh_one")
-    aws_calls = AwsCalls([service.store._db, service.store._cipher._kms, service.publisher._events])
+    aws_calls = AwsCalls([service.store._table._db, service.store._cipher._kms, service.publisher._events])
     peak_startup_kib = _status_kib("VmHWM")
     rss_ready_kib = _status_kib("VmRSS")
     peak_was_reset = _reset_peak_rss()

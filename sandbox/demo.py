@@ -1,6 +1,6 @@
 """The product's main job on one machine: ``make demo`` walks a merchant through it; ``make serve`` stays up.
 
-Starts DynamoDB Local and moto (sandbox.aws), the Alipay emulator with its consent page and
+Starts DynamoDB Local and moto (sandbox.aws_standins), the Alipay emulator with its consent page and
 notifications, and the API front with the real handlers; creates the stack's resources from
 template.yaml; then, as ``demo``: link -> consent -> callback -> stored token -> refresh ->
 cancellation, printing each step, and exits 0 (1 if a step does not do what it should).
@@ -33,9 +33,9 @@ from urllib.parse import urljoin
 import requests
 
 from alipay_v3 import AlipayConfig, mask
-from app_auth.operator_cli import LOCAL_STACK_FILE, LOCAL_STACK_FILE_VARIABLE, write_local_stack_file
+from app_auth.local_stack import LOCAL_STACK_FILE, named_local_stack_file, write_local_stack_file
 
-from .aws import REGION, LocalAws
+from .aws_standins import REGION, LocalAws
 from .credentials import DevCredentials
 from .emulator import Emulator
 from .front import Front, load_function
@@ -206,7 +206,7 @@ def serve(run: Running) -> None:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     # Names, ARNs and endpoints (no secret) for the operator CLI: `alipay-auth --local ...`.
-    local_file = Path(os.environ.get(LOCAL_STACK_FILE_VARIABLE) or ROOT / LOCAL_STACK_FILE)
+    local_file = named_local_stack_file() or ROOT / LOCAL_STACK_FILE
     write_local_stack_file(
         local_file,
         environment=run.env,

@@ -1,13 +1,16 @@
 """An HTTP front that does what API Gateway (HTTP API, payload 2.0) does for our routes.
 
 It turns each request into the event API Gateway would send, calls the real handler in this
-process, and turns the handler's answer back into HTTP. Routes that are IAM-protected in the
-template are marked as IAM-authorized here, since only the operator reaches 127.0.0.1.
+process, and turns the handler's answer back into HTTP. Like API Gateway, it matches the request
+against the routes template.yaml declares and names the one found in ``routeKey``, with its decoded
+``pathParameters``; a request no route fits goes to ``$default``. Routes that are IAM-protected in
+the template are marked as IAM-authorized here, since only the operator reaches 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import threading
 import time
@@ -18,7 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .table import TEMPLATE, load_template
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
@@ -32,6 +37,45 @@ def load_function(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def declared_routes() -> tuple[str, ...]:
+    """The route keys template.yaml declares ("GET /tokens/{auth_app_id}"), as API Gateway has them."""
+    keys = []
+    for resource in load_template(TEMPLATE)["Resources"].values():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                keys.append(f"{event['Properties']['Method']} {event['Properties']['Path']}")
+    return tuple(keys)
+
+
+def match_route(method: str, path: str) -> tuple[str, dict[str, str]]:
+    """The declared route key ``method`` and ``path`` fit and its path parameters, decoded as API
+    Gateway's are; ``("$default", {})`` when no declared route fits."""
+    wanted = f"{method} "
+    for key in declared_routes():
+        if key.startswith(wanted):
+            params = _match(key.removeprefix(wanted), path)
+            if params is not None:
+                return key, params
+    return "$default", {}
+
+
+def _match(template: str, path: str) -> dict[str, str] | None:
+    """The path parameters if ``path`` fits ``template`` (``/tokens/{auth_app_id}``), else None."""
+    parts, segments = template.split("/"), path.split("/")
+    if len(parts) != len(segments):
+        return None
+    params = {}
+    for part, segment in zip(parts, segments, strict=True):
+        if part.startswith("{") and segment:
+            params[part[1:-1]] = unquote(segment)  # decoded, as API Gateway's pathParameters are
+        elif part != segment:
+            return None
+    return params
 
 
 IAM_ROUTES = ("/links", "/tokens/")
@@ -60,6 +104,7 @@ def http_api_event(
 ) -> dict[str, Any]:
     """The payload-2.0 event for one request (duplicate query keys joined with commas, as AWS does)."""
     parts = urlsplit(target)
+    route_key, path_parameters = match_route(method, parts.path)
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         query[key] = f"{query[key]},{value}" if key in query else value
@@ -84,7 +129,7 @@ def http_api_event(
             "userAgent": lowered.get("user-agent", ""),
         },
         "requestId": uuid.uuid4().hex,
-        "routeKey": "$default",
+        "routeKey": route_key,
         "stage": "$default",
         "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
         "timeEpoch": int(time.time() * 1000),
@@ -95,7 +140,7 @@ def http_api_event(
         }
     event: dict[str, Any] = {
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route_key,
         "rawPath": parts.path,
         "rawQueryString": parts.query,
         "headers": lowered,
@@ -104,6 +149,8 @@ def http_api_event(
     }
     if query:
         event["queryStringParameters"] = query
+    if path_parameters:
+        event["pathParameters"] = path_parameters
     if body:
         event["body"] = text
     return event

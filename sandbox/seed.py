@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from alipay_v3 import AppToken
-from app_auth.store import Store
+from app_auth.token_store import TokenStore
 
 from .emulator import AuthorizationAuthority
 
@@ -27,12 +27,11 @@ def merchant_app_ids(count: int, *, start: int = 0, prefix: str = "2099") -> lis
 
 def seed_tokens(
     authority: AuthorizationAuthority,
-    store: Store,
+    store: TokenStore,
     isv_app_id: str,
     app_ids: Sequence[str],
     *,
     due_at: float = 1.0,
-    grace_seconds: float = 600.0,
     workers: int = 8,  # botocore keeps 10 connections per host: more threads only churn sockets
 ) -> list[AppToken]:
     """Authorize every app in ``app_ids`` at the emulator and store its token, due at ``due_at``
@@ -55,9 +54,7 @@ def seed_tokens(
             )
 
     def save(token: AppToken) -> None:
-        store.save_authorization(
-            token, isv_app_id=isv_app_id, isv_ref=None, due_at=due_at, grace_seconds=grace_seconds
-        )
+        store.save_authorization(token, isv_app_id=isv_app_id, isv_ref=None, due_at=due_at)
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="seed") as pool:
         for _ in pool.map(save, tokens):

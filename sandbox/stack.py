@@ -16,7 +16,7 @@ from typing import Any
 
 from app_auth.settings import Settings
 
-from .aws import LocalAws
+from .aws_standins import LocalAws
 from .table import table_definition_from_template, ttl_attribute_from_template
 
 STACK = "alipay-app-auth-local"

@@ -11,11 +11,11 @@ Routes (template.yaml wires them):
 Each route parses, calls one use case and maps the result; domain errors become responses in
 ``_refusal``, and nothing else decides a status code.
 
-API Gateway has already matched the route and names it in ``routeKey``, so a dictionary finds the
-function. A router that matches paths again (Powertools' APIGatewayHttpResolver) would cost about
-22 ms of every cold start, importing resolvers this API never uses (AppSync, asyncio, Bedrock):
-a third of what the function adds to its libraries. Paths are matched here only when a catch-all
-route (``$default``, as the local front sends) leaves it to us.
+API Gateway has already matched the route and names it in ``routeKey`` (with the decoded
+``pathParameters``), so a dictionary finds the function. A router that matches paths again
+(Powertools' APIGatewayHttpResolver) would lengthen every cold start, importing resolvers this API
+never uses (AppSync, asyncio, Bedrock). The local front (sandbox/front.py) matches paths the way
+API Gateway does and sends the same keys; a key that is not declared here is no route.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -35,6 +35,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from app_auth import pages
 from app_auth.container import get_container
 from app_auth.errors import AppAuthError, InvalidRequest, NotFound, StateRejected, StorageError
+from app_auth.outcomes import ANSWERS, CallbackOutcome
 from app_auth.tokens import TokenUnusable, read_current_token
 
 logger = Logger(service="alipay-app-auth")
@@ -44,14 +45,6 @@ metrics = Metrics(namespace="AlipayAppAuth", service="alipay-app-auth")
 
 # Alipay app ids are digits; anything else (or longer than a DynamoDB key allows) is no merchant app.
 _AUTH_APP_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-
-_OUTCOME_STATUS = {
-    "authorized": 200,
-    "parked": 202,
-    "in_progress": 202,
-    "code_spent": 410,
-    "unconfirmed": 502,
-}
 
 Response = dict[str, Any]  # the payload-2.0 answer: statusCode, headers, body
 
@@ -141,12 +134,13 @@ def callback(request: Request) -> Response:
         isv_ref=result.isv_ref,
     )
     redirect = container.settings.success_redirect_url
-    if result.outcome == "authorized" and redirect:
+    if result.outcome == CallbackOutcome.AUTHORIZED and redirect:
         query = urlencode({"auth_app_id": ",".join(result.auth_app_ids), "ref": result.isv_ref or ""})
         separator = "&" if "?" in redirect else "?"
         return _redirect(f"{redirect}{separator}{query}")
     facts = {"商户应用 · Merchant app": ", ".join(result.auth_app_ids)}
-    return _page(_OUTCOME_STATUS[result.outcome], result.outcome, facts=facts, link=result.fresh_link)
+    status = ANSWERS[result.outcome].http_status
+    return _page(status, result.outcome, facts=facts, link=result.fresh_link)
 
 
 @route("POST /notify")
@@ -200,31 +194,9 @@ def read_token(request: Request) -> Response:
 
 def _find_route(event: Mapping[str, Any]) -> tuple[Route, Mapping[str, str]]:
     key = event.get("routeKey")
-    if key in ROUTES:
-        return ROUTES[key], event.get("pathParameters") or {}
-    # A catch-all route ($default): match the method, then the path, against the declared keys.
-    wanted = f"{event.get('requestContext', {}).get('http', {}).get('method')} "
-    path = str(event.get("rawPath", ""))
-    for declared, found in ROUTES.items():
-        if declared.startswith(wanted):
-            params = _match(declared.removeprefix(wanted), path)
-            if params is not None:
-                return found, params
-    raise NotFound("no such route")
-
-
-def _match(template: str, path: str) -> dict[str, str] | None:
-    """The path parameters if ``path`` fits ``template`` (``/tokens/{auth_app_id}``), else None."""
-    parts, segments = template.split("/"), path.split("/")
-    if len(parts) != len(segments):
-        return None
-    params = {}
-    for part, segment in zip(parts, segments, strict=True):
-        if part.startswith("{") and segment:
-            params[part[1:-1]] = unquote(segment)  # decoded, as API Gateway's pathParameters are
-        elif part != segment:
-            return None
-    return params
+    if key not in ROUTES:
+        raise NotFound("no such route")
+    return ROUTES[key], event.get("pathParameters") or {}
 
 
 def _refusal(event: Mapping[str, Any], exc: AppAuthError) -> Response:

@@ -39,7 +39,7 @@ from .authority import AuthorizationAuthority, IssuedToken
 from .consent import CONSENT_PAGE_PATH, ConsentDesk
 from .faults import Draw, Fault, FaultPlan
 from .gateway import JSON_TYPE, Answer, Gateway, Registration, Request, error_body, new_trace_id
-from .notify import Delivery, Notifier
+from .notifier import Delivery, Notifier
 
 logger = logging.getLogger(__name__)
 
@@ -295,14 +295,14 @@ class Emulator:
         if Fault.DROP_CONNECTION in draw:
             return None
         if Fault.HTTP_500 in draw:
-            return _unsigned(
+            return unsigned_reply(
                 500, "system-error", "系统繁忙 (injected fault: request not processed)", trace_id
             )
         answer = self.gateway.handle(request, trace_id)
         if Fault.DROP_AFTER_PROCESSING in draw:
             return None
         if Fault.HTTP_502_AFTER_PROCESSING in draw:
-            return _unsigned(
+            return unsigned_reply(
                 502, "bad-gateway", "网关超时 (injected fault: the request was processed)", trace_id
             )
         return self._render(answer, draw, trace_id)
@@ -330,7 +330,8 @@ class Emulator:
             return self._other_key
 
 
-def _unsigned(status: int, code: str, message: str, trace_id: str) -> Reply:
+def unsigned_reply(status: int, code: str, message: str, trace_id: str) -> Reply:
+    """An error answer without a signature, as Alipay gives when it cannot (or will not) sign one."""
     return Reply(
         status, {"content-type": JSON_TYPE, "alipay-trace-id": trace_id}, error_body(code, message, trace_id)
     )
@@ -385,7 +386,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             self.close_connection = True  # the rest of the stream cannot be framed any more
-            self._send(_unsigned(400, "invalid-parameter", "unreadable request body framing", new_trace_id()))
+            self._send(
+                unsigned_reply(400, "invalid-parameter", "unreadable request body framing", new_trace_id())
+            )
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
         try:
@@ -393,7 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             # A bug in the emulator must show as one, not as a dropped connection a test would excuse.
             logger.exception("the emulator failed to answer %s %s", self.command, self.path.split("?")[0])
-            reply = _unsigned(500, "emulator-error", "the emulator failed; see its log", new_trace_id())
+            reply = unsigned_reply(500, "emulator-error", "the emulator failed; see its log", new_trace_id())
         if reply is None:
             self.close_connection = True  # the server then closes the socket: the client sees EOF
             return

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app_auth.container import build_container
-from sandbox.aws import LocalAws
+from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
 from sandbox.stack import provision

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from app_auth import events
-from app_auth.store import ACTIVE, NEEDS_REAUTH
+from app_auth.token_store import ACTIVE, NEEDS_REAUTH
 from sandbox.emulator import Fault
 from tests.chaos.world import TraceLine, World
 

@@ -26,8 +26,8 @@ from typing import Any
 from alipay_v3 import AlipayClient, AlipayConfig
 from app_auth import events
 from app_auth.container import Container
-from app_auth.store import TokenRecord
-from sandbox.aws import LocalAws
+from app_auth.token_store import TokenRecord
+from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
 from sandbox.seed import merchant_app_ids, seed_tokens

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from app_auth.container import build_container, set_container
-from sandbox.aws import LocalAws
+from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
 from sandbox.front import Front

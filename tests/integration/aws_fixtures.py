@@ -1,4 +1,4 @@
-"""Fixtures for tests that use the local AWS stand-ins (sandbox/aws.py): DynamoDB Local and moto.
+"""Fixtures for tests that use the local AWS stand-ins (sandbox/aws_standins.py): DynamoDB Local and moto.
 
 ``local_aws``  one ``LocalAws`` for the whole pytest session (starting it takes ~1.5 s)
 ``aws``        the same, emptied first (moto reset, every DynamoDB table deleted): use this one
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from sandbox.aws import OVERRIDDEN_VARIABLES, LocalAws
+from sandbox.aws_standins import OVERRIDDEN_VARIABLES, LocalAws
 
 
 @pytest.fixture(scope="session")

@@ -191,7 +191,7 @@ class _Raw:
 @pytest.mark.parametrize("how", ["500", "drop"])
 def test_storage_failure_after_exchange_parks_the_result(stack, how):
     # Given DynamoDB fails every write of the token (the claim was written before the exchange)
-    failed = _fail_token_writes(stack.container.store._db, how)
+    failed = _fail_token_writes(stack.container.clients["dynamodb"], how)
     params = stack.consent(stack.create_link("shop-7"))
 
     # When the merchant comes back from a successful consent

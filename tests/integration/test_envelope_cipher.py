@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from app_auth import crypto
 from app_auth.crypto import EnvelopeCipher
 from app_auth.errors import EncryptionError
-from sandbox.aws import LocalAws
+from sandbox.aws_standins import LocalAws
 from tests.integration.aws_fixtures import aws, local_aws
 
 __all__ = ["aws", "local_aws"]  # fixtures, used by name

@@ -1,4 +1,4 @@
-"""The local AWS stand-ins (sandbox/aws.py) behave as the app needs: DynamoDB Local and moto on
+"""The local AWS stand-ins (sandbox/aws_standins.py) behave as the app needs: DynamoDB Local and moto on
 127.0.0.1, reachable through the standard endpoint variables, and gone once stopped."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-import sandbox.aws
-from sandbox.aws import MOTO_SERVICES, REGION, ROOT, LocalAws, LocalAwsError
+import sandbox.aws_standins
+from sandbox.aws_standins import MOTO_SERVICES, REGION, ROOT, LocalAws, LocalAwsError
 from tests.integration.aws_fixtures import aws, aws_env, local_aws
 
 __all__ = ["aws", "aws_env", "local_aws"]  # fixtures, used by name
@@ -328,7 +328,7 @@ def test_stop_leaves_no_process_and_no_listener() -> None:
 
 def test_stand_ins_exit_when_their_parent_is_killed_hard(tmp_path: Path) -> None:
     script = (
-        "import json, time; from sandbox.aws import LocalAws; aws = LocalAws().start();"
+        "import json, time; from sandbox.aws_standins import LocalAws; aws = LocalAws().start();"
         " print(json.dumps(aws.pids), flush=True); time.sleep(120)"
     )
     parent = subprocess.Popen(
@@ -361,7 +361,7 @@ def test_missing_java_is_reported_with_the_fix(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_a_stand_in_that_fails_to_start_is_reported_with_its_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox.aws, "LAUNCHER", ROOT / "no-such-launcher.java")
+    monkeypatch.setattr(sandbox.aws_standins, "LAUNCHER", ROOT / "no-such-launcher.java")
     local = LocalAws()
     with pytest.raises(LocalAwsError, match=r"dynamodb stand-in exited with status [1-9]") as raised:
         local.start()

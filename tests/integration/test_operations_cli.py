@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from app_auth.container import build_container, set_container
 from app_auth.links import CONSENT_PAGES
+from app_auth.local_stack import LOCAL_STACK_FILE_VARIABLE, write_local_stack_file
 from app_auth.operations import Operations
 from app_auth.operator_cli import (
     EXIT_FAILED,
@@ -28,11 +29,9 @@ from app_auth.operator_cli import (
     EXIT_NOT_NOW,
     EXIT_OK,
     EXIT_USAGE,
-    LOCAL_STACK_FILE_VARIABLE,
     main,
-    write_local_stack_file,
 )
-from sandbox.aws import OVERRIDDEN_VARIABLES, REGION
+from sandbox.aws_standins import OVERRIDDEN_VARIABLES, REGION
 from sandbox.credentials import DevCredentials
 
 pytestmark = pytest.mark.integration

@@ -62,6 +62,30 @@ def test_forced_refresh_rotates_and_readers_get_the_new_token(stack):
     assert event["detail-type"] == "Token Refreshed" and after["app_auth_token"] not in str(event)
 
 
+def test_the_replaced_token_is_served_beside_the_new_one_through_its_grace_window(stack):
+    # Given a merchant app whose token was just rotated
+    authorize(stack, ["2021000000000403"])
+    before = read(stack, "2021000000000403").json()
+    assert before["previous_app_auth_token"] is None and before["previous_valid_until"] is None
+    assert refresher(stack).refresh_one("2021000000000403", force=True) == REFRESHED
+
+    # When a service reads it within the grace window, it is told the old token still counts
+    after = read(stack, "2021000000000403").json()
+    grace = stack.container.settings.schedule.previous_grace_seconds
+    assert after["previous_app_auth_token"] == before["app_auth_token"] != after["app_auth_token"]
+    assert 0 < after["previous_valid_until"] - after["obtained_at"] <= grace + 1
+
+    # Then, once the window has passed, only the new token is served
+    stack.aws.client("dynamodb").update_item(
+        TableName=stack.container.settings.table_name,
+        Key={"pk": {"S": "APP#2021000000000403"}, "sk": {"S": "TOKEN"}},
+        UpdateExpression="SET previous_valid_until = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    late = read(stack, "2021000000000403").json()
+    assert late["app_auth_token"] == after["app_auth_token"] and late["previous_app_auth_token"] is None
+
+
 def test_nothing_is_refreshed_before_it_is_due(stack):
     authorize(stack, ["2021000000000402"])
     assert refresher(stack).refresh_one("2021000000000402") == SKIPPED

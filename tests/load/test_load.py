@@ -37,11 +37,11 @@ import pytest
 import requests
 
 from app_auth.container import build_container, set_container
-from sandbox.aws import LocalAws
+from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
 from sandbox.emulator.gateway import Request
-from sandbox.emulator.server import Reply, _unsigned
+from sandbox.emulator.server import Reply, unsigned_reply
 from sandbox.front import Front, load_function
 from sandbox.stack import provision
 
@@ -121,7 +121,7 @@ class FailingAlipay:
             with self._lock:
                 self.exchanges[code] += 1
             if code in self.doomed:
-                return _unsigned(500, "system-error", "系统繁忙 (load test: injected failure)", "load")
+                return unsigned_reply(500, "system-error", "系统繁忙 (load test: injected failure)", "load")
         return self._respond(request)
 
 

@@ -18,7 +18,7 @@ import requests
 from hypothesis import HealthCheck, settings
 
 from app_auth.container import build_container, set_container
-from sandbox.aws import LocalAws
+from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
 from sandbox.front import Front, LambdaContext, http_api_event

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from alipay_v3 import sign_notification
+from app_auth.flow_store import code_hash
 from app_auth.links import StateSigner
 from app_auth.refresh import FAILED, RefreshService
-from app_auth.store import code_hash
 from sandbox.credentials import DevCredentials, new_rsa_key
 from sandbox.emulator import Fault
 from tests.integration.test_notifications import authorized_notification, cancellation
@@ -154,8 +154,8 @@ def test_the_ref_follows_the_state_that_comes_back(stack):
     [token] = _items(stack, "APP#")
     assert token["isv_ref"]["S"] == "merchant-b"
     # link B is spent (no second merchant can use it); link A was never presented and still works
-    assert not stack.container.store.state_usable(_signer(stack).verify(_state_of(link_b)))
-    assert stack.container.store.state_usable(_signer(stack).verify(_state_of(link_a)))
+    assert not stack.container.flow.state_usable(_signer(stack).verify(_state_of(link_b)))
+    assert stack.container.flow.state_usable(_signer(stack).verify(_state_of(link_a)))
     other = stack.emulator.issue_code(stack.creds.app_id, merchant_app_ids=["2021000000000822"])
     assert stack.callback({**params, "app_auth_code": other, "state": _state_of(link_b)}).status_code == 400
 
@@ -226,13 +226,13 @@ def test_forged_refresh_answers_never_replace_the_stored_token(stack):
         assert stack.callback(params).status_code == 200
         stack.published_events()
         before = stack.http.get(f"{stack.url}/tokens/{merchant_app_id}", timeout=10).json()
-        item_before = c.store.get_token(merchant_app_id).raw
+        sealed_before = c.store.get_token(merchant_app_id).sealed
         stack.emulator.inject(fault)
 
         assert service.refresh_one(merchant_app_id, force=True) == FAILED, fault
 
         assert stack.http.get(f"{stack.url}/tokens/{merchant_app_id}", timeout=10).json() == before, fault
-        assert c.store.get_token(merchant_app_id).raw["current"] == item_before["current"], fault
+        assert c.store.get_token(merchant_app_id).sealed.current == sealed_before.current, fault
         assert [e["detail-type"] for e in stack.published_events()] == ["Token Refresh Failed"], fault
 
 

@@ -174,7 +174,7 @@ def test_callback_refuses_hostile_queries(stack, callback_module):
     assert traces(stack) == []
     assert stack.published_events() == []
     # and the genuine link survived all of it: hostile input never burns a merchant's link
-    assert stack.container.store.state_usable(stack.container.authorization._signer().verify(state))
+    assert stack.container.flow.state_usable(stack.container.authorization._signer().verify(state))
 
 
 def test_authorize_refuses_hostile_states(stack, callback_module):

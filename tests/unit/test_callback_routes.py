@@ -1,6 +1,6 @@
-"""How the callback function finds a route: by API Gateway's routeKey in production, by method and
-path behind a catch-all route (the local front sends ``$default``). No route, no container: these
-never reach a use case."""
+"""How the callback function finds a route: by API Gateway's routeKey, which the local front sets the
+way API Gateway does (method and path against the declared routes, else ``$default``). No route, no
+container: these never reach a use case."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app_auth.errors import NotFound
-from sandbox.front import LambdaContext, load_function
+from sandbox.front import LambdaContext, declared_routes, http_api_event, load_function, match_route
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,12 @@ def test_production_routes_come_from_the_route_key_with_decoded_path_parameters(
         ("GET", "/tokens/2088%2D1", "read_token", {"auth_app_id": "2088-1"}),
     ],
 )
-def test_a_catch_all_route_is_matched_by_method_and_path(
+def test_the_front_matches_method_and_path_to_the_declared_route(
     callback: ModuleType, method: str, path: str, name: str, params: dict[str, str]
 ) -> None:
-    found, found_params = callback._find_route(event(method, path))
+    front_event = http_api_event(method, path, {"host": "example.com"}, b"", "127.0.0.1")
+    assert front_event["routeKey"] == front_event["requestContext"]["routeKey"] != "$default"
+    found, found_params = callback._find_route(front_event)
     assert found is getattr(callback, name)
     assert found_params == params
 
@@ -71,8 +73,19 @@ def test_a_catch_all_route_is_matched_by_method_and_path(
     ],
 )
 def test_anything_else_is_no_route(callback: ModuleType, method: str, path: str) -> None:
+    assert match_route(method, path) == ("$default", {})
+    front_event = http_api_event(method, path, {"host": "example.com"}, b"", "127.0.0.1")
+    assert front_event["routeKey"] == "$default"
+    assert "pathParameters" not in front_event
+    with pytest.raises(NotFound):
+        callback._find_route(front_event)
     with pytest.raises(NotFound):
         callback._find_route(event(method, path))
+
+
+def test_an_undeclared_route_key_is_no_route(callback: ModuleType) -> None:
+    with pytest.raises(NotFound):
+        callback._find_route(event("GET", "/callback", route_key="GET /elsewhere"))
 
 
 def test_no_route_answers_404_in_the_callers_form(callback: ModuleType) -> None:
@@ -83,3 +96,9 @@ def test_no_route_answers_404_in_the_callers_form(callback: ModuleType) -> None:
     assert api["statusCode"] == 404
     assert api["headers"]["Content-Type"] == "application/json"
     assert '"code": "not-found"' in api["body"]
+
+
+def test_the_front_routes_by_the_keys_the_function_declares(callback: ModuleType) -> None:
+    # The front reads template.yaml, as API Gateway does; test_template checks the template's keys
+    # against ROUTES as well.
+    assert set(declared_routes()) == set(callback.ROUTES)

@@ -11,6 +11,7 @@ import pytest
 from app_auth import pages
 from app_auth.errors import InvalidRequest, StateRejected
 from app_auth.links import StateSigner, check_isv_ref, consent_urls
+from app_auth.schedule import RotationSchedule
 from app_auth.settings import DAY, Settings
 
 KEY = b"k" * 32
@@ -101,11 +102,11 @@ def _settings(**kw):
 
 
 def test_due_policy_keeps_refresh_inside_the_refresh_tokens_life():
-    settings = _settings(refresh_lead_seconds=30 * DAY)
-    assert settings.next_due(0, 365 * DAY) == 335 * DAY
-    assert settings.next_due(0, 10 * DAY) == 5 * DAY  # short lives: at half, never after the end
-    assert settings.next_due(0, None) == settings.default_refresh_life_seconds - 30 * DAY
-    assert _settings(refresh_max_age_seconds=7 * DAY).next_due(0, 365 * DAY) == 7 * DAY
+    schedule = RotationSchedule(lead_seconds=30 * DAY)
+    assert schedule.next_due(0, 365 * DAY) == 335 * DAY
+    assert schedule.next_due(0, 10 * DAY) == 5 * DAY  # short lives: at half, never after the end
+    assert schedule.next_due(0, None) == schedule.default_life_seconds - 30 * DAY
+    assert RotationSchedule(max_age_seconds=7 * DAY).next_due(0, 365 * DAY) == 7 * DAY
 
 
 def test_settings_from_env_names_what_is_missing():
@@ -120,7 +121,7 @@ def test_settings_from_env_names_what_is_missing():
         "REFRESH_LEAD_DAYS": "10",
     }
     settings = Settings.from_env(env)
-    assert settings.allow_stateless_callbacks and settings.refresh_lead_seconds == 10 * DAY
+    assert settings.allow_stateless_callbacks and settings.schedule.lead_seconds == 10 * DAY
 
 
 def test_pages_are_escaped_bilingual_and_allowed_by_their_own_csp():

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from alipay_v3 import ConfigError, TransportError
 from app_auth.errors import ConcurrentUpdate, EncryptionError, InvalidRequest, NotFound, StorageError
+from app_auth.local_stack import find_local_stack_file, write_local_stack_file
 from app_auth.operations import TokenView
 from app_auth.operator_cli import (
     EXIT_AWS,
@@ -22,7 +23,6 @@ from app_auth.operator_cli import (
     Failure,
     _explain,
     build_parser,
-    find_local_stack_file,
     format_time,
     keys_config,
     local_target,
@@ -32,9 +32,8 @@ from app_auth.operator_cli import (
     render_table,
     stack_target,
     view_dict,
-    write_local_stack_file,
 )
-from app_auth.store import TokenRecord
+from app_auth.token_store import TokenRecord
 
 CODE = "4f3e2d1c0b9a8f7e6d5c4b3a"
 
@@ -57,7 +56,7 @@ def record(**overrides: Any) -> TokenRecord:
         "last_error": None,
         "token_digest": "ab" * 16,
         "failures": 0,
-        "raw": {"refreshed_at": {"N": "1764000000"}},
+        "refreshed_at": 1_764_000_000.0,
     }
     values.update(overrides)
     return TokenRecord(**values)
@@ -224,7 +223,7 @@ def test_a_deployed_stack_is_read_from_its_outputs_and_the_functions_environment
     )
     settings = target.settings()
     assert settings.table_name == "prod-tokens" and settings.kms_key_id == OUTPUTS["KmsKeyArn"]
-    assert settings.alipay_environment == "production" and settings.refresh_lead_seconds == 20 * 86400
+    assert settings.alipay_environment == "production" and settings.schedule.lead_seconds == 20 * 86400
     assert (
         settings.callback_url == OUTPUTS["CallbackUrl"]
         and settings.replay_queue_url == OUTPUTS["ReplayQueueUrl"]

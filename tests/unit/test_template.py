@@ -15,7 +15,7 @@ import pytest
 from alipay_v3.config import AlipayConfig
 from alipay_v3.errors import ConfigError
 from app_auth.settings import Settings
-from app_auth.store import DUE_INDEX
+from app_auth.token_store import DUE_INDEX
 from sandbox.front import load_function
 from sandbox.table import (
     TEMPLATE,

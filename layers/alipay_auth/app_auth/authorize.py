@@ -13,22 +13,21 @@ If step 4 fails after Alipay answered, the sealed result is parked on the replay
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from alipay_v3 import AlipayApiError, AlipayError, AppToken, TokenApi
+from alipay_v3 import AlipayApiError, AlipayError, TokenApi
 
-from . import events
-from .crypto import EnvelopeCipher
 from .errors import AppAuthError, ConcurrentUpdate, InvalidRequest, NotFound, StateRejected, StorageError
+from .flow_store import ClaimStatus, FlowStore, code_hash
+from .grants import Grants, Route
 from .links import CONSENT_PAGES, AuthorizationLink, StateSigner, check_isv_ref, consent_urls
+from .outcomes import CallbackOutcome
+from .replay import ReplayQueue
 from .settings import Settings
-from .store import Store, code_hash
 
 logger = logging.getLogger(__name__)
 
@@ -41,56 +40,11 @@ _DUPLICATE_WAIT_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class CallbackResult:
-    outcome: str  # authorized | in_progress | code_spent | unconfirmed | parked
+    outcome: CallbackOutcome
     auth_app_ids: tuple[str, ...] = ()
     isv_ref: str | None = None
     repeated: bool = False  # answered from an earlier request's record
     fresh_link: str | None = None
-
-
-class ReplayQueue:
-    """Where a result goes when Alipay answered but the table did not take it."""
-
-    def __init__(self, sqs: Any, queue_url: str | None, cipher: EnvelopeCipher) -> None:
-        self._sqs = sqs
-        self._url = queue_url
-        self._cipher = cipher
-
-    def park(self, tokens: tuple[AppToken, ...], *, isv_ref: str | None, digest: str) -> bool:
-        if not self._url:
-            return False
-        pk = f"PARKED#{digest}"
-        sealed = self._cipher.seal(
-            {
-                "tokens": [
-                    {
-                        "auth_app_id": t.auth_app_id,
-                        "user_id": t.user_id,
-                        "app_auth_token": t.app_auth_token,
-                        "app_refresh_token": t.app_refresh_token,
-                        "expires_in": t.expires_in,
-                        "re_expires_in": t.re_expires_in,
-                        "obtained_at": t.obtained_at,
-                    }
-                    for t in tokens
-                ],
-                "isv_ref": isv_ref,
-            },
-            pk=pk,
-            field="parked",
-        )
-        body = {
-            "kind": "authorization",
-            "pk": pk,
-            "auth_app_ids": [t.auth_app_id for t in tokens],
-            "sealed": {k: ({"B": v["B"].hex()} if "B" in v else v) for k, v in sealed["M"].items()},
-        }
-        try:
-            self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps(body))
-        except Exception:  # the last line of defence must not raise past the caller
-            logger.exception("parking an authorization result failed")
-            return False
-        return True
 
 
 class AuthorizationService:
@@ -98,21 +52,21 @@ class AuthorizationService:
         self,
         *,
         settings: Settings,
-        store: Store,
+        flow: FlowStore,
+        grants: Grants,
         signer: Callable[[], StateSigner],
         token_api: Callable[[], TokenApi],
         isv_app_id: Callable[[], str],
-        publisher: events.EventPublisher,
         replay: ReplayQueue,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.flow = flow
+        self.grants = grants
         self._signer = signer
         self._token_api = token_api
         self._isv_app_id = isv_app_id
-        self.publisher = publisher
         self.replay = replay
         self._clock = clock
         self._sleep = sleep
@@ -127,7 +81,7 @@ class AuthorizationService:
         if not redirect_uri:
             raise InvalidRequest("no callback URL is configured (CALLBACK_URL)", code="no-callback-url")
         issued = self._signer().issue(self.settings.state_ttl_seconds)
-        self.store.put_state(issued.state_id, isv_ref=isv_ref, expires_at=issued.expires_at)
+        self.flow.put_state(issued.state_id, isv_ref=isv_ref, expires_at=issued.expires_at)
         consent_page = self.settings.consent_page_url or CONSENT_PAGES[self.settings.alipay_environment]
         classic, b_alipay = consent_urls(
             isv_app_id=self._isv_app_id(),
@@ -141,7 +95,7 @@ class AuthorizationService:
         """Where ``/authorize?state=…`` sends the merchant: Alipay's consent page for this state."""
         if not state:
             raise StateRejected("the link carries no state", code="state-missing")
-        if not self.store.state_usable(self._signer().verify(state)):
+        if not self.flow.state_usable(self._signer().verify(state)):
             raise StateRejected("this authorization link was already used or has expired", code="state-used")
         redirect_uri = callback_url or self.settings.callback_url
         if not redirect_uri:
@@ -167,13 +121,13 @@ class AuthorizationService:
         isv_ref = None
         if state_id is not None:
             try:
-                isv_ref = self.store.consume_state(state_id, digest)
+                isv_ref = self.flow.consume_state(state_id, digest)
             except NotFound as exc:
                 raise StateRejected(
                     "this authorization link was already used or has expired", code="state-used"
                 ) from exc
 
-        existing = self.store.claim_code(
+        existing = self.flow.claim_code(
             digest, isv_ref=isv_ref, ttl_seconds=self.settings.code_claim_ttl_seconds
         )
         if existing is not None:
@@ -182,52 +136,40 @@ class AuthorizationService:
         try:
             grant = self._token_api().exchange_code(code)
         except AlipayApiError as exc:
-            self.store.finish_claim(digest, "failed", error_code=exc.code)
+            self.flow.finish_claim(digest, ClaimStatus.FAILED, error_code=exc.code)
             logger.warning("code exchange refused by Alipay: %s (trace id %s)", exc.code, exc.trace_id)
             if exc.grant_dead:
-                return CallbackResult("code_spent", isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref))
-            return CallbackResult("unconfirmed", isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref))
+                return CallbackResult(
+                    CallbackOutcome.CODE_SPENT, isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref)
+                )
+            return CallbackResult(
+                CallbackOutcome.UNCONFIRMED, isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref)
+            )
         except AlipayError as exc:
             # Sent but unanswered, or answered with something we cannot trust: the code may be
             # spent. Record that honestly; the merchant authorizes again.
-            self.store.finish_claim(digest, "failed", error_code=exc.code)
+            self.flow.finish_claim(digest, ClaimStatus.FAILED, error_code=exc.code)
             logger.warning("code exchange failed: %s", exc.code)
-            return CallbackResult("unconfirmed", isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref))
+            return CallbackResult(
+                CallbackOutcome.UNCONFIRMED, isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref)
+            )
 
+        ids = tuple(t.auth_app_id for t in grant.tokens)
         try:
             for token in grant.tokens:
-                self.store.save_authorization(
-                    token,
-                    isv_app_id=self._isv_app_id(),
-                    isv_ref=isv_ref,
-                    due_at=self.settings.next_due(token.obtained_at, token.re_expires_in),
-                    grace_seconds=self.settings.previous_token_grace_seconds,
-                )
-            ids = tuple(t.auth_app_id for t in grant.tokens)
-            self.store.finish_claim(digest, "done", auth_app_ids=ids)
+                self.grants.record(token, via=Route.CALLBACK, isv_app_id=self._isv_app_id(), isv_ref=isv_ref)
+            self.flow.finish_claim(digest, ClaimStatus.DONE, auth_app_ids=ids)
         except (StorageError, ConcurrentUpdate) as exc:
             parked = self.replay.park(grant.tokens, isv_ref=isv_ref, digest=digest)
             logger.error("storing an authorization failed (%s); parked for replay: %s", exc.code, parked)
             if not parked:
                 raise
             try:
-                self.store.finish_claim(
-                    digest, "parked", auth_app_ids=tuple(t.auth_app_id for t in grant.tokens)
-                )
+                self.flow.finish_claim(digest, ClaimStatus.PARKED, auth_app_ids=ids)
             except AppAuthError:
                 logger.warning("the claim could not be marked parked; the queue holds the result")
-            return CallbackResult("parked", tuple(t.auth_app_id for t in grant.tokens), isv_ref)
-
-        for token in grant.tokens:
-            self.publisher.publish(
-                events.AUTHORIZED,
-                auth_app_id=token.auth_app_id,
-                isv_app_id=self._isv_app_id(),
-                user_id=token.user_id,
-                isv_ref=isv_ref,
-                via="callback",
-            )
-        return CallbackResult("authorized", ids, isv_ref)
+            return CallbackResult(CallbackOutcome.PARKED, ids, isv_ref)
+        return CallbackResult(CallbackOutcome.AUTHORIZED, ids, isv_ref)
 
     def _validate(self, params: Mapping[str, str]) -> tuple[str, str | None]:
         app_id = params.get("app_id")
@@ -259,18 +201,21 @@ class AuthorizationService:
         """A reload, a double click or a concurrent duplicate: answer from the first request's record."""
         deadline = self._clock() + _DUPLICATE_WAIT_SECONDS
         while True:
-            claim = self.store.get_claim(digest)
-            if claim is None or claim.status != "exchanging" or self._clock() >= deadline:
+            claim = self.flow.get_claim(digest)
+            if claim is None or claim.status != ClaimStatus.EXCHANGING or self._clock() >= deadline:
                 break
             self._sleep(0.2)
-        if claim is None or claim.status == "exchanging":
-            return CallbackResult("in_progress", isv_ref=isv_ref, repeated=True)
-        if claim.status in ("done", "parked"):
-            outcome = "authorized" if claim.status == "done" else "parked"
-            return CallbackResult(outcome, claim.auth_app_ids, claim.isv_ref, repeated=True)
+        if claim is None or claim.status == ClaimStatus.EXCHANGING:
+            return CallbackResult(CallbackOutcome.IN_PROGRESS, isv_ref=isv_ref, repeated=True)
+        if claim.status == ClaimStatus.DONE:
+            return CallbackResult(
+                CallbackOutcome.AUTHORIZED, claim.auth_app_ids, claim.isv_ref, repeated=True
+            )
+        if claim.status == ClaimStatus.PARKED:
+            return CallbackResult(CallbackOutcome.PARKED, claim.auth_app_ids, claim.isv_ref, repeated=True)
         spent = claim.error_code in ("AUTH_CODE_NOT_VALID", "AUTH_CODE_NOT_EXIST")
         return CallbackResult(
-            "code_spent" if spent else "unconfirmed",
+            CallbackOutcome.CODE_SPENT if spent else CallbackOutcome.UNCONFIRMED,
             isv_ref=claim.isv_ref,
             repeated=True,
             fresh_link=self._fresh_link(claim.isv_ref),

@@ -36,8 +36,9 @@ CLIENT_CONFIG = Config(
 
 class _NamedServicesLoader(Loader):  # type: ignore[misc]  # botocore ships no type hints
     """botocore checks every client's service name against all the services it ships, listing
-    ~420 model directories: about 45 ms of a cold start (botocore PR #3687 removes it upstream).
-    This session is only asked for ``SERVICES``, so that is the list."""
+    every model directory on disk: a cost paid on each cold start that grows with every service
+    botocore adds (botocore PR #3687 removes it upstream). This session is only asked for
+    ``SERVICES``, so that is the list."""
 
     def list_available_services(self, type_name: str) -> list[str]:
         return sorted(SERVICES)

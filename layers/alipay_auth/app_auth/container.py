@@ -18,16 +18,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from alipay_v3 import AlipayClient, AlipayConfig, ConfigError, TokenApi
 
-from .authorize import AuthorizationService, ReplayQueue
+from .authorize import AuthorizationService
 from .aws import AwsClients
 from .crypto import EnvelopeCipher
 from .errors import StorageError
 from .events import EventPublisher
+from .flow_store import FlowStore
+from .grants import Grants
 from .links import StateSigner
 from .notifications import NotificationService
 from .refresh import RefreshService
+from .replay import ReplayQueue
 from .settings import Settings
-from .store import Store
+from .table import Table
+from .token_store import TokenStore
 
 
 class SecretSource:
@@ -67,7 +71,9 @@ class SecretSource:
 @dataclass
 class Container:
     settings: Settings
-    store: Store
+    store: TokenStore
+    flow: FlowStore
+    grants: Grants
     secrets: SecretSource
     publisher: EventPublisher
     authorization: AuthorizationService
@@ -88,9 +94,12 @@ def build_container(
     by default), each when first used."""
     clients = AwsClients(client)
     cipher = EnvelopeCipher(clients.deferred("kms"), settings.kms_key_id, settings.table_name)
-    store = Store(clients.deferred("dynamodb"), settings.table_name, cipher, clock=clock)
+    table = Table(clients.deferred("dynamodb"), settings.table_name)
+    store = TokenStore(table, cipher, settings.schedule, clock=clock)
+    flow = FlowStore(table, clock=clock)
     secrets = SecretSource(clients.deferred("secretsmanager"), settings)
     publisher = EventPublisher(clients.deferred("events"), settings.event_bus_name, clock=clock)
+    grants = Grants(store, publisher)
     get_token_api = _once(
         lambda: TokenApi(
             AlipayClient(
@@ -105,22 +114,30 @@ def build_container(
 
     authorization = AuthorizationService(
         settings=settings,
-        store=store,
+        flow=flow,
+        grants=grants,
         signer=get_signer,
         token_api=get_token_api,
         isv_app_id=lambda: secrets.alipay_config().app_id,
-        publisher=publisher,
         replay=ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher),
         clock=clock,
         sleep=sleep,
     )
     notifications = NotificationService(
-        settings=settings, store=store, alipay_config=secrets.alipay_config, publisher=publisher, clock=clock
+        settings=settings,
+        tokens=store,
+        flow=flow,
+        grants=grants,
+        alipay_config=secrets.alipay_config,
+        publisher=publisher,
+        clock=clock,
     )
     refresher = RefreshService(
         settings=settings, store=store, token_api=get_token_api, publisher=publisher, clock=clock
     )
-    return Container(settings, store, secrets, publisher, authorization, notifications, refresher, clients)
+    return Container(
+        settings, store, flow, grants, secrets, publisher, authorization, notifications, refresher, clients
+    )
 
 
 def _once[T](factory: Callable[[], T]) -> Callable[[], T]:

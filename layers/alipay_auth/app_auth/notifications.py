@@ -26,8 +26,10 @@ from alipay_v3 import AlipayConfig, AlipayError, AppToken, verify_notification
 
 from . import events
 from .errors import InvalidRequest, NotFound
+from .flow_store import FlowStore
+from .grants import Grants, Route
 from .settings import Settings
-from .store import ACTIVE, Store
+from .token_store import TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +44,17 @@ class NotificationService:
         self,
         *,
         settings: Settings,
-        store: Store,
+        tokens: TokenStore,
+        flow: FlowStore,
+        grants: Grants,
         alipay_config: Callable[[], AlipayConfig],
         publisher: events.EventPublisher,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.tokens = tokens
+        self.flow = flow
+        self.grants = grants
         self._config = alipay_config
         self.publisher = publisher
         self._clock = clock
@@ -73,7 +79,7 @@ class NotificationService:
         notify_id = params.get("notify_id") or params.get("msg_uid")
         if not notify_id:
             raise InvalidRequest("the notification carries no notify_id", code="missing-notify-id")
-        if self.store.notification_seen(notify_id):
+        if self.flow.notification_seen(notify_id):
             return ACKNOWLEDGED
         kind = params.get("msg_method") or params.get("notify_type") or "unknown"
         biz = _biz_content(params)
@@ -83,7 +89,7 @@ class NotificationService:
             self._cancelled(biz, config.app_id)
         else:
             logger.info("notification of kind %s acknowledged without action", kind)
-        self.store.remember_notification(notify_id, kind=kind, ttl_seconds=_SEEN_TTL_SECONDS)
+        self.flow.remember_notification(notify_id, kind=kind, ttl_seconds=_SEEN_TTL_SECONDS)
         return ACKNOWLEDGED
 
     def _authorized(self, biz: Mapping[str, Any], isv_app_id: str, sent_at: float | None) -> None:
@@ -92,39 +98,15 @@ class NotificationService:
             raise InvalidRequest(
                 "the authorization notification has no detail.auth_app_id", code="malformed-notification"
             )
-        auth_app_id = str(detail["auth_app_id"])
-        try:
-            existing = self.store.get_token(auth_app_id)
-        except NotFound:
-            existing = None
-        if existing is not None and (
-            existing.status == ACTIVE or sent_at is None or sent_at <= existing.updated_at
-        ):
-            # The callback or an earlier notification stored it, or this is a late retry of a
-            # notification older than what we know (e.g. from before a cancellation): never roll back.
-            return
         token = AppToken.from_fields(detail, obtained_at=self._clock())
-        self.store.save_authorization(
-            token,
-            isv_app_id=isv_app_id,
-            isv_ref=existing.isv_ref if existing else None,
-            due_at=self.settings.next_due(token.obtained_at, token.re_expires_in),
-            grace_seconds=self.settings.previous_token_grace_seconds,
-        )
-        self.publisher.publish(
-            events.AUTHORIZED,
-            auth_app_id=auth_app_id,
-            isv_app_id=isv_app_id,
-            user_id=token.user_id,
-            via="notification",
-        )
+        self.grants.record(token, via=Route.NOTIFICATION, isv_app_id=isv_app_id, sent_at=sent_at)
 
     def _cancelled(self, biz: Mapping[str, Any], isv_app_id: str) -> None:
         auth_app_id = biz.get("auth_app_id")
         if not auth_app_id:
             raise InvalidRequest("the cancellation carries no auth_app_id", code="malformed-notification")
         try:
-            record = self.store.mark_revoked(str(auth_app_id), "authorization cancelled by the merchant")
+            record = self.tokens.mark_revoked(str(auth_app_id), "authorization cancelled by the merchant")
         except NotFound:
             logger.info("cancellation for merchant app %s, which has no stored token", auth_app_id)
             return

@@ -17,43 +17,22 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from alipay_v3 import AlipayError, AppToken, mask
+from alipay_v3 import mask
 from alipay_v3.diagnose import Report, diagnose
 
 from . import events
 from .authorize import SOURCE, CallbackResult
 from .container import Container
-from .crypto import EnvelopeCipher
-from .errors import AppAuthError, InvalidRequest, NotFound, StorageError
+from .errors import AppAuthError, InvalidRequest, StorageError
+from .grants import Route
 from .links import StateSigner, check_isv_ref
-from .store import ACTIVE, REVOKED, TokenRecord, token_digest
+from .refresh import RefreshOutcome
+from .token_store import ACTIVE, TokenRecord, TokenStatus
 
-STATUSES = ("active", "needs_reauth", "revoked")
+STATUSES = tuple(status.value for status in TokenStatus)
 # A state made for a code the operator brings: used at once, so it need not live long.
 _OPERATOR_STATE_TTL_SECONDS = 600
 _REPLAY_VISIBILITY_SECONDS = 120  # a message being replayed stays hidden from a concurrent replay
-# Attributes a listing reads: never the sealed pairs, so a listing needs no KMS and moves no secret.
-_LIST_ATTRIBUTES = (
-    "pk",
-    "sk",
-    "auth_app_id",
-    "status",
-    "version",
-    "isv_app_id",
-    "user_id",
-    "isv_ref",
-    "obtained_at",
-    "re_expires_in",
-    "expires_in",
-    "due_at",
-    "authorized_at",
-    "updated_at",
-    "previous_valid_until",
-    "last_error",
-    "token_digest",
-    "failures",
-    "refreshed_at",
-)
 
 
 @dataclass(frozen=True)
@@ -65,15 +44,10 @@ class TokenView:
     app_refresh_token: str | None  # masked
     unreadable: str | None = None  # why the pair could not be opened (e.g. no KMS permission)
 
-    @property
-    def refreshed_at(self) -> float | None:
-        value = self.record.raw.get("refreshed_at", {}).get("N")
-        return None if value is None else float(value)
-
 
 @dataclass(frozen=True)
 class RefreshResult:
-    outcome: str  # refresh.REFRESHED | RACED | SKIPPED | FAILED | NEEDS_REAUTH
+    outcome: RefreshOutcome
     before: TokenRecord
     after: TokenRecord
 
@@ -99,33 +73,7 @@ class Operations:
         self, *, status: str | None = None, on_page: Callable[[int], None] | None = None
     ) -> Iterator[TokenRecord]:
         """Every token item (optionally of one status), page by page; reads no sealed attribute."""
-        names = {f"#a{i}": name for i, name in enumerate(_LIST_ATTRIBUTES)}
-        kwargs: dict[str, Any] = {
-            "TableName": self.settings.table_name,
-            "FilterExpression": "#sk = :token AND begins_with(#pk, :app)",
-            "ProjectionExpression": ", ".join(names),
-            "ExpressionAttributeNames": {**names, "#sk": "sk", "#pk": "pk"},
-            "ExpressionAttributeValues": {":token": {"S": "TOKEN"}, ":app": {"S": "APP#"}},
-        }
-        if status:
-            kwargs["FilterExpression"] += " AND #st = :status"
-            kwargs["ExpressionAttributeNames"]["#st"] = "status"
-            kwargs["ExpressionAttributeValues"][":status"] = {"S": status}
-        dynamodb = self.container.clients["dynamodb"]
-        seen = 0
-        while True:
-            try:
-                page = dynamodb.scan(**kwargs)
-            except (BotoCoreError, ClientError) as exc:
-                raise StorageError(f"listing the token table failed ({_aws_code(exc)})") from exc
-            for item in page.get("Items", []):
-                seen += 1
-                yield TokenRecord.from_item(item)
-            if on_page is not None:
-                on_page(seen)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self.store.list_tokens(status=TokenStatus(status) if status else None, on_page=on_page)
 
     def describe(self, auth_app_id: str) -> TokenView:
         record = self.store.get_token(auth_app_id)
@@ -179,7 +127,7 @@ class Operations:
         issued = StateSigner(self.container.secrets.state_key(), clock=self._clock).issue(
             _OPERATOR_STATE_TTL_SECONDS
         )
-        self.store.put_state(issued.state_id, isv_ref=isv_ref, expires_at=issued.expires_at)
+        self.container.flow.put_state(issued.state_id, isv_ref=isv_ref, expires_at=issued.expires_at)
         return self.container.authorization.handle_callback(
             {
                 "app_id": self.container.secrets.alipay_config().app_id,
@@ -206,9 +154,6 @@ class Operations:
         if not queue_url:
             raise InvalidRequest("no replay queue is configured (REPLAY_QUEUE_URL)", code="no-replay-queue")
         sqs = self.container.clients["sqs"]
-        cipher = EnvelopeCipher(
-            self.container.clients["kms"], self.settings.kms_key_id, self.settings.table_name
-        )
         say = progress or (lambda _: None)
         summary = ReplaySummary()
         received = 0
@@ -228,7 +173,7 @@ class Operations:
             for message in messages:
                 received += 1
                 try:
-                    stored, superseded = self._replay_one(message["Body"], cipher)
+                    stored, superseded = self._replay_one(message["Body"])
                 except AppAuthError as exc:
                     summary.failed += 1
                     say(f"message {message['MessageId']}: not replayed, left on the queue ({exc.code})")
@@ -247,66 +192,17 @@ class Operations:
                 )
         return summary
 
-    def _replay_one(self, body_text: str, cipher: EnvelopeCipher) -> tuple[list[str], list[str]]:
-        try:
-            body = json.loads(body_text)
-            if body.get("kind") != "authorization" or not str(body.get("pk", "")).startswith("PARKED#"):
-                raise ValueError("not a parked authorization")
-            sealed = {
-                "M": {
-                    name: ({"B": bytes.fromhex(value["B"])} if "B" in value else value)
-                    for name, value in body["sealed"].items()
-                }
-            }
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InvalidRequest(
-                "the message is not a parked authorization", code="malformed-message"
-            ) from exc
-        payload = cipher.open(sealed, pk=body["pk"], field="parked")
-        isv_ref = payload.get("isv_ref")
+    def _replay_one(self, body_text: str) -> tuple[list[str], list[str]]:
+        parked = self.container.authorization.replay.open(body_text)
         isv_app_id = self.container.secrets.alipay_config().app_id
         stored: list[str] = []
         superseded: list[str] = []
-        try:
-            tokens = [
-                AppToken.from_fields(fields, obtained_at=float(fields["obtained_at"]))
-                for fields in payload.get("tokens", [])
-            ]
-        except (AlipayError, ValueError, KeyError, TypeError) as exc:
-            raise InvalidRequest("the parked tokens are incomplete", code="malformed-message") from exc
-        for token in tokens:
-            if self._superseded(token):
-                superseded.append(token.auth_app_id)
-                continue
-            self.store.save_authorization(
-                token,
-                isv_app_id=isv_app_id,
-                isv_ref=isv_ref,
-                due_at=self.settings.next_due(token.obtained_at, token.re_expires_in),
-                grace_seconds=self.settings.previous_token_grace_seconds,
+        for token in parked.tokens:
+            recorded = self.container.grants.record(
+                token, via=Route.REPLAY, isv_app_id=isv_app_id, isv_ref=parked.isv_ref
             )
-            self.container.publisher.publish(
-                events.AUTHORIZED,
-                auth_app_id=token.auth_app_id,
-                isv_app_id=isv_app_id,
-                user_id=token.user_id,
-                isv_ref=isv_ref,
-                via="replay",
-            )
-            stored.append(token.auth_app_id)
+            (stored if recorded else superseded).append(token.auth_app_id)
         return stored, superseded
-
-    def _superseded(self, token: AppToken) -> bool:
-        """True when the table holds this token already, a later one, or a revocation after it."""
-        try:
-            existing = self.store.get_token(token.auth_app_id)
-        except NotFound:
-            return False
-        return (
-            existing.token_digest == token_digest(token.app_auth_token)
-            or existing.obtained_at >= token.obtained_at
-            or (existing.status == REVOKED and existing.updated_at >= token.obtained_at)
-        )
 
 
 def import_keys(

@@ -36,9 +36,18 @@ from alipay_v3.diagnose import Report
 from . import refresh
 from .container import Container, build_container
 from .errors import AppAuthError, ConcurrentUpdate, EncryptionError, InvalidRequest, NotFound, StorageError
+from .local_stack import (
+    LOCAL_STACK_FILE,
+    LOCAL_STACK_FILE_VARIABLE,
+    NotALocalStackFile,
+    find_local_stack_file,
+    named_local_stack_file,
+    read_local_stack_file,
+)
 from .operations import STATUSES, Operations, ReplaySummary, TokenView, import_keys
+from .outcomes import ANSWERS, CallbackOutcome
 from .settings import Settings
-from .store import TokenRecord
+from .token_store import TokenRecord
 
 PROG = "alipay-auth"
 EXIT_OK = 0
@@ -62,9 +71,6 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "interrupted",
 }
 
-LOCAL_STACK_FILE = Path(".local-stack") / "env.json"
-LOCAL_STACK_FILE_VARIABLE = "ALIPAY_AUTH_LOCAL_FILE"  # elsewhere than LOCAL_STACK_FILE (serve and CLI)
-_LOCAL_FILE_KIND = "alipay-app-auth local stack"
 # Any credentials do for the local stand-ins (DynamoDB Local wants letters and digits); the file holds none.
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "LOCALOPERATOR", "aws_secret_access_key": "localoperator"}
 _AWS_CONFIG = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 3, "mode": "standard"})
@@ -131,54 +137,8 @@ class Target:
             raise Failure(EXIT_USAGE, f"{self.description}: {exc}") from None
 
 
-def write_local_stack_file(
-    path: Path,
-    *,
-    environment: Mapping[str, str],
-    endpoints: Mapping[str, str],
-    region: str,
-    api_url: str,
-    pid: int | None = None,
-) -> None:
-    """What ``make serve`` leaves for ``alipay-auth --local``: names, ARNs and endpoints, no secret.
-
-    ``endpoints`` maps a boto3 service name to its URL; ``default`` serves every other service.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "kind": _LOCAL_FILE_KIND,
-        "pid": os.getpid() if pid is None else pid,
-        "api_url": api_url,
-        "region": region,
-        "endpoints": dict(endpoints),
-        "environment": {k: v for k, v in environment.items() if not k.startswith("AWS_")},
-    }
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    partial.replace(path)
-
-
-def find_local_stack_file(start: Path) -> Path | None:
-    for directory in (start, *start.parents):
-        candidate = directory / LOCAL_STACK_FILE
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
 def local_target(path: Path | None, environ: Mapping[str, str] | None = None) -> Target:
-    named = (os.environ if environ is None else environ).get(LOCAL_STACK_FILE_VARIABLE)
-    found = path or (Path(named) if named else find_local_stack_file(Path.cwd()))
+    found = path or named_local_stack_file(environ) or find_local_stack_file(Path.cwd())
     if found is None:
         raise Failure(
             EXIT_USAGE,
@@ -186,33 +146,26 @@ def local_target(path: Path | None, environ: Mapping[str, str] | None = None) ->
             "`make serve`, or give --local-file",
         )
     try:
-        document = json.loads(found.read_text(encoding="utf-8"))
-        endpoints = {str(k): str(v) for k, v in document["endpoints"].items()}
-        environment = {str(k): str(v) for k, v in document["environment"].items()}
-        region, pid = str(document["region"]), int(document["pid"])
-        if document.get("kind") != _LOCAL_FILE_KIND or "default" not in endpoints:
-            raise ValueError("not a local stack file")
+        local = read_local_stack_file(found)
     except OSError as exc:
         raise Failure(EXIT_USAGE, f"cannot read {found}: {exc.strerror}") from None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except NotALocalStackFile:
         raise Failure(EXIT_USAGE, f"{found} is not a local stack file written by `make serve`") from None
-    if not _process_alive(pid):
+    if not local.running():
         raise Failure(
             EXIT_USAGE,
-            f"the local stack in {found} is not running any more (process {pid} is gone): start it with "
-            "`make serve`",
+            f"the local stack in {found} is not running any more (process {local.pid} is gone): start it "
+            "with `make serve`",
         )
-    session = boto3.session.Session(region_name=region, **_LOCAL_CREDENTIALS)
+    session = boto3.session.Session(region_name=local.region, **_LOCAL_CREDENTIALS)
 
     def client(service: str) -> Any:
-        return session.client(
-            service, endpoint_url=endpoints.get(service, endpoints["default"]), config=_AWS_CONFIG
-        )
+        return session.client(service, endpoint_url=local.endpoint(service), config=_AWS_CONFIG)
 
-    api_url = document.get("api_url")
+    api_url = local.api_url
     return Target(
         f"local stack ({found})",
-        environment,
+        local.environment,
         client,
         api_url=api_url,
         authorize_url=f"{api_url}/authorize" if api_url else None,
@@ -565,17 +518,16 @@ def format_time(value: float | None) -> str | None:
 
 def record_dict(record: TokenRecord) -> dict[str, Any]:
     """A token item for --json: metadata only, times as ISO 8601 UTC."""
-    refreshed = record.raw.get("refreshed_at", {}).get("N")
     return {
         "auth_app_id": record.auth_app_id,
-        "status": record.status,
+        "status": str(record.status),
         "isv_ref": record.isv_ref,
         "isv_app_id": record.isv_app_id or None,
         "user_id": record.user_id or None,
         "version": record.version,
         "authorized_at": format_time(record.authorized_at),
         "obtained_at": format_time(record.obtained_at),
-        "refreshed_at": format_time(None if refreshed is None else float(refreshed)),
+        "refreshed_at": format_time(record.refreshed_at),
         "due_at": format_time(record.due_at),
         "token_expires_at": format_time(
             None if record.expires_in is None else record.obtained_at + record.expires_in
@@ -802,18 +754,11 @@ def _tokens_revoke(args: argparse.Namespace, target: Target) -> int:
 
 
 _EXCHANGE_EXIT = {
-    "authorized": EXIT_OK,
-    "parked": EXIT_AWS,
-    "in_progress": EXIT_NOT_NOW,
-    "code_spent": EXIT_FAILED,
-    "unconfirmed": EXIT_FAILED,
-}
-_EXCHANGE_SAYS = {
-    "authorized": "authorized and stored",
-    "parked": "exchanged, but storing failed: the result is parked on the replay queue; run `replay`",
-    "in_progress": "this code is being exchanged right now by another request; check with tokens show",
-    "code_spent": "Alipay says the code is spent or invalid: the merchant must authorize again",
-    "unconfirmed": "the exchange was not confirmed; the code may be spent: the merchant should authorize again",
+    CallbackOutcome.AUTHORIZED: EXIT_OK,
+    CallbackOutcome.PARKED: EXIT_AWS,
+    CallbackOutcome.IN_PROGRESS: EXIT_NOT_NOW,
+    CallbackOutcome.CODE_SPENT: EXIT_FAILED,
+    CallbackOutcome.UNCONFIRMED: EXIT_FAILED,
 }
 
 
@@ -825,13 +770,13 @@ def _exchange_code(args: argparse.Namespace, target: Target) -> int:
     args.console.progress("exchanging the code at Alipay ...")
     result = operations.exchange_code(code, args.ref)
     data = {
-        "outcome": result.outcome,
+        "outcome": result.outcome.value,
         "auth_app_ids": list(result.auth_app_ids),
         "ref": result.isv_ref,
         "repeated": result.repeated,
         "fresh_link": result.fresh_link,
     }
-    text = f"{_EXCHANGE_SAYS[result.outcome]}: {', '.join(result.auth_app_ids) or '-'}"
+    text = f"{ANSWERS[result.outcome].operator_says}: {', '.join(result.auth_app_ids) or '-'}"
     if result.repeated:
         text += " (this code was handled before; nothing was exchanged again)"
     _emit(args, data, text)

@@ -27,18 +27,26 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from alipay_v3 import AlipayApiError, AlipayError, TokenApi
 
 from . import events
 from .errors import AppAuthError, ConcurrentUpdate, NotFound
 from .settings import Settings
-from .store import Store, TokenRecord
+from .token_store import TokenRecord, TokenStore
 
 logger = logging.getLogger(__name__)
 
-# Outcomes of one refresh.
-REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH = "refreshed", "raced", "skipped", "failed", "needs_reauth"
+class RefreshOutcome(StrEnum):
+    REFRESHED = "refreshed"
+    RACED = "raced"  # someone else rotated it (or re-authorized): their pair is stored
+    SKIPPED = "skipped"  # not due any more, leased by a live worker, or not active
+    FAILED = "failed"  # backs off and is tried again
+    NEEDS_REAUTH = "needs_reauth"  # Alipay says the grant is dead
+
+
+REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH = RefreshOutcome
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ class RefreshService:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: TokenStore,
         token_api: Callable[[], TokenApi],
         publisher: events.EventPublisher,
         policy: RefreshPolicy | None = None,
@@ -137,7 +145,7 @@ class RefreshService:
 
     def refresh_one(
         self, auth_app_id: str, *, force: bool = False, sink: events.EventSink | None = None
-    ) -> str:
+    ) -> RefreshOutcome:
         """One rotation; its events go to ``sink`` (a run's batch), or straight out."""
         sink = sink or self.publisher
         try:
@@ -155,13 +163,7 @@ class RefreshService:
             return self._failed(record, exc, sink, dead=False)
         token = next((t for t in grant.tokens if t.auth_app_id == auth_app_id), grant.primary)
         try:
-            self.store.commit_rotation(
-                record,
-                self.owner,
-                token,
-                due_at=self.settings.next_due(token.obtained_at, token.re_expires_in),
-                grace_seconds=self.settings.previous_token_grace_seconds,
-            )
+            self.store.commit_rotation(record, self.owner, token)
         except ConcurrentUpdate:
             # Our lease ran out and another worker (or a re-authorization) wrote first. Its pair is
             # the stored one; ours was never handed out. Nothing is lost.
@@ -182,7 +184,7 @@ class RefreshService:
             return False
         return now.version > leased.version or now.token_digest != leased.token_digest
 
-    def _failed(self, record: TokenRecord, exc: AlipayError, sink: events.EventSink, *, dead: bool) -> str:
+    def _failed(self, record: TokenRecord, exc: AlipayError, sink: events.EventSink, *, dead: bool) -> RefreshOutcome:
         retry_at = self._clock() + self.policy.backoff(record.failures + 1)
         try:
             self.store.record_refresh_failure(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-DAY = 86400
+from .schedule import DAY, RotationSchedule
 
 
 def _flag(value: str | None) -> bool:
@@ -32,10 +32,7 @@ class Settings:
     success_redirect_url: str | None = None
     state_ttl_seconds: int = 7 * DAY
     code_claim_ttl_seconds: int = 2 * DAY
-    refresh_lead_seconds: int = 30 * DAY
-    refresh_max_age_seconds: int = 0  # 0: rotate only as the refresh token's life requires
-    default_refresh_life_seconds: int = 360 * DAY  # when Alipay sends no re_expires_in
-    previous_token_grace_seconds: int = 600
+    schedule: RotationSchedule = field(default_factory=RotationSchedule)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,18 +54,8 @@ class Settings:
             callback_url=env.get("CALLBACK_URL") or None,
             allow_stateless_callbacks=_flag(env.get("ALLOW_STATELESS_CALLBACKS")),
             success_redirect_url=env.get("SUCCESS_REDIRECT_URL") or None,
-            refresh_lead_seconds=int(float(env.get("REFRESH_LEAD_DAYS", "30")) * DAY),
-            refresh_max_age_seconds=int(float(env.get("REFRESH_MAX_AGE_DAYS", "0")) * DAY),
+            schedule=RotationSchedule(
+                lead_seconds=int(float(env.get("REFRESH_LEAD_DAYS", "30")) * DAY),
+                max_age_seconds=int(float(env.get("REFRESH_MAX_AGE_DAYS", "0")) * DAY),
+            ),
         )
-
-    def next_due(self, obtained_at: float, re_expires_in: int | None) -> float:
-        """When a token obtained at ``obtained_at`` should be rotated next.
-
-        Well inside the refresh token's life (``lead`` before it ends, and never later than half
-        of it for short lives), or after the maximum age when that policy is on.
-        """
-        life = re_expires_in if re_expires_in and re_expires_in > 0 else self.default_refresh_life_seconds
-        due = obtained_at + max(life - self.refresh_lead_seconds, life / 2)
-        if self.refresh_max_age_seconds:
-            due = min(due, obtained_at + self.refresh_max_age_seconds)
-        return due

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import AppAuthError
-from .store import ACTIVE, Store
+from .token_store import ACTIVE, TokenStore
 
 
 class TokenUnusable(AppAuthError):
@@ -27,6 +27,10 @@ class CurrentToken:
     isv_ref: str | None
     version: int
     obtained_at: float
+    # The pair this one replaced, still served while Alipay keeps it valid: a service that read it
+    # a moment ago can tell it is not stale yet.
+    previous_app_auth_token: str | None = None
+    previous_valid_until: float | None = None
 
     def __repr__(self) -> str:
         return f"CurrentToken(auth_app_id={self.auth_app_id!r}, version={self.version}, app_auth_token=<redacted>)"
@@ -39,14 +43,19 @@ class CurrentToken:
             "isv_ref": self.isv_ref,
             "version": self.version,
             "obtained_at": int(self.obtained_at),
+            "previous_app_auth_token": self.previous_app_auth_token,
+            "previous_valid_until": None
+            if self.previous_valid_until is None
+            else int(self.previous_valid_until),
         }
 
 
-def read_current_token(store: Store, auth_app_id: str) -> CurrentToken:
+def read_current_token(store: TokenStore, auth_app_id: str) -> CurrentToken:
     record = store.get_token(auth_app_id)
     if record.status != ACTIVE:
         raise TokenUnusable(f"merchant app {auth_app_id} is {record.status}; it must authorize again")
     pair = store.open_current(record)
+    previous = store.open_previous(record)
     return CurrentToken(
         record.auth_app_id,
         pair.app_auth_token,
@@ -54,6 +63,8 @@ def read_current_token(store: Store, auth_app_id: str) -> CurrentToken:
         record.isv_ref,
         record.version,
         record.obtained_at,
+        previous.app_auth_token if previous else None,
+        record.previous_valid_until if previous else None,
     )
 
 

@@ -13,7 +13,7 @@ in the standard ``AWS_ENDPOINT_URL_<SERVICE>`` variables that ``env()`` returns.
         table_client = aws.client("dynamodb")
         subprocess.run(cmd, env=aws.process_env())
 
-``python -m sandbox.aws`` runs both in the foreground and prints the variables as ``export`` lines.
+``python -m sandbox.aws_standins`` runs both in the foreground and prints the variables as ``export`` lines.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class LocalAws:
             )
             self._spawn(
                 "moto",
-                lambda port_file: [sys.executable, "-m", "sandbox.aws", "_serve-moto", str(port_file)],
+                lambda port_file: [sys.executable, "-m", "sandbox.aws_standins", "_serve-moto", str(port_file)],
                 cwd=ROOT,
             )
             urls = self._wait_until_ready(began, {"dynamodb": _dynamodb_answers, "moto": _moto_answers})
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         _serve_moto(Path(args[1]), sys.stdin.buffer)
         return 0
     if args:
-        print("usage: python -m sandbox.aws   (runs the local AWS stand-ins until Ctrl-C)", file=sys.stderr)
+        print("usage: python -m sandbox.aws_standins   (runs the local AWS stand-ins until Ctrl-C)", file=sys.stderr)
         return 2
 
     stopped = threading.Event()

@@ -1,0 +1,456 @@
+"""Token items: one per authorized merchant app, its sealed pairs, status, version and schedule.
+
+    APP#<auth_app_id>   TOKEN   sealed current (and previous) pair, status, version, lease, due time
+
+Every change is a conditional write; a lost condition becomes a domain error (``from exc``), never a
+silent overwrite. Token items never expire. When a pair is replaced, the old one stays as
+``previous`` through the schedule's grace window and is served beside the current one until then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from alipay_v3 import AppToken
+
+from .crypto import EnvelopeCipher
+from .errors import ConcurrentUpdate, NotFound
+from .schedule import RotationSchedule
+from .table import ConditionFailed, Item, Table, dec, num, plain, wire
+
+DUE_INDEX = "due"
+DUE_SHARDS = 4  # the due index is partitioned so that no single key takes every write
+_SEALED = frozenset({"current", "previous"})
+# What a listing reads: never the sealed pairs, so a listing needs no KMS and moves no secret.
+_LISTED = (
+    "pk",
+    "sk",
+    "auth_app_id",
+    "status",
+    "version",
+    "isv_app_id",
+    "user_id",
+    "isv_ref",
+    "obtained_at",
+    "re_expires_in",
+    "expires_in",
+    "due_at",
+    "authorized_at",
+    "updated_at",
+    "refreshed_at",
+    "previous_valid_until",
+    "last_error",
+    "token_digest",
+    "failures",
+)
+
+
+class TokenStatus(StrEnum):
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+    REVOKED = "revoked"
+
+
+ACTIVE, NEEDS_REAUTH, REVOKED = TokenStatus.ACTIVE, TokenStatus.NEEDS_REAUTH, TokenStatus.REVOKED
+
+
+def token_pk(auth_app_id: str) -> str:
+    return f"APP#{auth_app_id}"
+
+
+def token_digest(app_auth_token: str) -> str:
+    """Tells two tokens apart without storing either: a 128-bit prefix of SHA-256 of a random token."""
+    return hashlib.sha256(app_auth_token.encode()).hexdigest()[:32]
+
+
+def due_shard(auth_app_id: str) -> str:
+    return f"DUE#{int(hashlib.sha256(auth_app_id.encode()).hexdigest(), 16) % DUE_SHARDS}"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """The pairs as stored: opaque to everything but the store's cipher (absent in a listing)."""
+
+    current: Item | None = None
+    previous: Item | None = None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token item without its secrets; the store opens its pairs when needed."""
+
+    auth_app_id: str
+    status: TokenStatus
+    version: int
+    isv_app_id: str
+    user_id: str
+    isv_ref: str | None
+    obtained_at: float
+    re_expires_in: int | None
+    expires_in: int | None
+    due_at: float | None
+    authorized_at: float
+    updated_at: float
+    refreshed_at: float | None
+    previous_valid_until: float | None
+    last_error: str | None
+    token_digest: str
+    failures: int
+    sealed: Sealed = field(default=Sealed(), repr=False, compare=False)
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> TokenRecord:
+        values = plain(item, sealed=_SEALED)
+
+        def number(name: str) -> float | None:
+            value = values.get(name)
+            return None if value is None else float(value)
+
+        def whole(name: str) -> int | None:
+            value = values.get(name)
+            return None if value is None else int(value)
+
+        return cls(
+            auth_app_id=values["auth_app_id"],
+            status=TokenStatus(values["status"]),
+            version=int(values["version"]),
+            isv_app_id=values.get("isv_app_id", ""),
+            user_id=values.get("user_id", ""),
+            isv_ref=values.get("isv_ref"),
+            obtained_at=float(values["obtained_at"]),
+            re_expires_in=whole("re_expires_in"),
+            expires_in=whole("expires_in"),
+            due_at=number("due_at"),
+            authorized_at=float(values["authorized_at"]),
+            updated_at=float(values["updated_at"]),
+            refreshed_at=number("refreshed_at"),
+            previous_valid_until=number("previous_valid_until"),
+            last_error=values.get("last_error"),
+            token_digest=values.get("token_digest", ""),
+            failures=int(values.get("failures") or 0),
+            sealed=Sealed(values.get("current"), values.get("previous")),
+        )
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    app_auth_token: str
+    app_refresh_token: str
+
+    def __repr__(self) -> str:
+        return "TokenPair(<redacted>)"
+
+
+class TokenStore:
+    """Typed access to the token items. The table, the cipher, the schedule and the clock are injected."""
+
+    def __init__(
+        self,
+        table: Table,
+        cipher: EnvelopeCipher,
+        schedule: RotationSchedule,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._table = table
+        self._cipher = cipher
+        self.schedule = schedule
+        self._clock = clock
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def find_token(self, auth_app_id: str) -> TokenRecord | None:
+        item = self._table.get(token_pk(auth_app_id), "TOKEN")
+        return None if item is None else TokenRecord.from_item(item)
+
+    def get_token(self, auth_app_id: str) -> TokenRecord:
+        record = self.find_token(auth_app_id)
+        if record is None:
+            raise NotFound(f"no authorization stored for merchant app {auth_app_id}")
+        return record
+
+    def open_current(self, record: TokenRecord) -> TokenPair:
+        return self._open(record, "current")
+
+    def open_previous(self, record: TokenRecord) -> TokenPair | None:
+        """The replaced pair while its grace window lasts, else None."""
+        if record.sealed.previous is None or (record.previous_valid_until or 0) <= self._clock():
+            return None
+        return self._open(record, "previous")
+
+    def _open(self, record: TokenRecord, name: str) -> TokenPair:
+        sealed = getattr(record.sealed, name)
+        if sealed is None:
+            raise NotFound(f"merchant app {record.auth_app_id} was read without its tokens")
+        # A pair is sealed once, as "current", and moves to "previous" as it is: it opens as sealed.
+        values = self._cipher.open(sealed, pk=token_pk(record.auth_app_id), field="current")
+        return TokenPair(values["app_auth_token"], values["app_refresh_token"])
+
+    def list_tokens(
+        self, *, status: TokenStatus | None = None, on_page: Callable[[int], None] | None = None
+    ) -> Iterator[TokenRecord]:
+        """Every token item (optionally of one status), page by page; reads no sealed attribute."""
+        names = {f"#a{i}": name for i, name in enumerate(_LISTED)}
+        kwargs: dict[str, Any] = {
+            "FilterExpression": "#sk = :token AND begins_with(#pk, :app)",
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": {**names, "#sk": "sk", "#pk": "pk"},
+            "ExpressionAttributeValues": {":token": {"S": "TOKEN"}, ":app": {"S": "APP#"}},
+        }
+        if status:
+            kwargs["FilterExpression"] += " AND #st = :status"
+            kwargs["ExpressionAttributeNames"]["#st"] = "status"
+            kwargs["ExpressionAttributeValues"][":status"] = {"S": str(status)}
+        seen = 0
+        while True:
+            page = self._table.call("scan", **kwargs)
+            for item in page.get("Items", []):
+                seen += 1
+                yield TokenRecord.from_item(item)
+            if on_page is not None:
+                on_page(seen)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- authorizations ----------------------------------------------------------------------------
+
+    def save_authorization(
+        self, token: AppToken, *, isv_app_id: str, isv_ref: str | None, due_at: float | None = None
+    ) -> TokenRecord:
+        """Store a freshly obtained token, superseding any earlier authorization of the same app.
+
+        Whether it should supersede is ``grants``' decision; this is the write. The superseded pair
+        stays as ``previous`` through the schedule's grace window. Saving the token already stored
+        changes nothing (a notification and a callback may both bring it), except that a reference
+        is added where there was none. Conditional on the version read, retried a few times when
+        another writer got there first. ``due_at`` overrides the schedule (seeding a test stack).
+        """
+        pk = token_pk(token.auth_app_id)
+        digest = token_digest(token.app_auth_token)
+        existing = self._table.get(pk, "TOKEN")
+        for _ in range(5):
+            if existing is not None and existing.get("token_digest", {}).get("S") == digest:
+                if isv_ref and "isv_ref" not in existing:
+                    # The notification stored this token first; the callback knows whose it is.
+                    return self._add_isv_ref(existing, isv_ref)
+                return TokenRecord.from_item(existing)
+            now = self._clock()
+            values: dict[str, Any] = {
+                "pk": pk,
+                "sk": "TOKEN",
+                "auth_app_id": token.auth_app_id,
+                "isv_app_id": isv_app_id,
+                "user_id": token.user_id,
+                "status": ACTIVE.value,
+                "obtained_at": dec(token.obtained_at),
+                "authorized_at": dec(now),
+                "updated_at": dec(now),
+                "due_at": dec(
+                    self.schedule.next_due(token.obtained_at, token.re_expires_in)
+                    if due_at is None
+                    else due_at
+                ),
+                "due_shard": due_shard(token.auth_app_id),
+                "failures": 0,
+                "token_digest": digest,
+                "current": self._seal(token),
+            }
+            if isv_ref:
+                values["isv_ref"] = isv_ref
+            for name in ("re_expires_in", "expires_in"):
+                if getattr(token, name) is not None:
+                    values[name] = getattr(token, name)
+            if existing is None:
+                values["version"] = 1
+                condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+            else:
+                version = int(existing["version"]["N"])
+                values["version"] = version + 1
+                values["previous"] = existing["current"]
+                values["previous_valid_until"] = dec(now + self.schedule.previous_grace_seconds)
+                condition = {
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": {":v": {"N": str(version)}},
+                }
+            item = wire(values, sealed=_SEALED)
+            try:
+                self._table.call("put_item", Item=item, **condition)
+            except ConditionFailed as exc:
+                existing = exc.existing  # what the other writer left: decide again against it
+                continue
+            return TokenRecord.from_item(item)
+        raise ConcurrentUpdate(f"merchant app {token.auth_app_id} kept changing while it was being stored")
+
+    def _seal(self, token: AppToken) -> Item:
+        return self._cipher.seal(
+            {"app_auth_token": token.app_auth_token, "app_refresh_token": token.app_refresh_token},
+            pk=token_pk(token.auth_app_id),
+            field="current",
+        )
+
+    def _add_isv_ref(self, item: Item, isv_ref: str) -> TokenRecord:
+        result = self._table.call(
+            "update_item",
+            Key={"pk": item["pk"], "sk": item["sk"]},
+            UpdateExpression="SET isv_ref = :ref",
+            ConditionExpression="#v = :v",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":ref": {"S": isv_ref}, ":v": item["version"]},
+            ReturnValues="ALL_NEW",
+        )
+        return TokenRecord.from_item(result["Attributes"])
+
+    def mark_revoked(self, auth_app_id: str, reason: str) -> TokenRecord:
+        """Revocation is final until the merchant authorizes again; it leaves the due index."""
+        try:
+            result = self._table.call(
+                "update_item",
+                Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
+                UpdateExpression="SET #s = :revoked, last_error = :reason, updated_at = :now, #v = #v + :one "
+                "REMOVE due_shard, due_at, lease_owner, lease_until",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#s": "status", "#v": "version"},
+                ExpressionAttributeValues={
+                    ":revoked": {"S": REVOKED.value},
+                    ":reason": {"S": reason[:200]},
+                    ":now": {"N": num(self._clock())},
+                    ":one": {"N": "1"},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ConditionFailed as exc:
+            raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
+        return TokenRecord.from_item(result["Attributes"])
+
+    # -- rotation ----------------------------------------------------------------------------------
+    #
+    # A refresh holds a lease on the item (owner + expiry) taken with a conditional write, and
+    # commits the new pair with a write conditional on the version it leased and on still owning
+    # the lease. So two refreshers never both commit, a refresher whose lease ran out cannot
+    # overwrite the one that took over, and a re-authorization in between wins over both.
+
+    def due_app_ids(self, now: float, *, limit: int | None = None) -> Iterator[tuple[str, float]]:
+        """(merchant app, due time) of each rotation due, oldest first per shard, via the sparse index."""
+        returned = 0
+        for shard in range(DUE_SHARDS):
+            kwargs: dict[str, Any] = {
+                "IndexName": DUE_INDEX,
+                "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
+                "ExpressionAttributeValues": {":shard": {"S": f"DUE#{shard}"}, ":now": {"N": num(now)}},
+            }
+            while True:
+                page = self._table.call("query", **kwargs)
+                for item in page.get("Items", []):
+                    yield item["pk"]["S"].removeprefix("APP#"), float(item["due_at"]["N"])
+                    returned += 1
+                    if limit is not None and returned >= limit:
+                        return
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def acquire_lease(
+        self, auth_app_id: str, owner: str, lease_seconds: float, *, force: bool = False
+    ) -> TokenRecord:
+        """Take the item for one refresh. Raises ``ConcurrentUpdate`` when it is not due (any more),
+        not active, or leased by a live holder: in each case there is nothing for this caller to do."""
+        now = self._clock()
+        condition = "#s = :active AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+        if not force:
+            condition += " AND due_at <= :now"
+        result = self._table.call(
+            "update_item",
+            Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
+            UpdateExpression="SET lease_owner = :owner, lease_until = :until",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":active": {"S": ACTIVE.value},
+                ":now": {"N": num(now)},
+                ":owner": {"S": owner},
+                ":until": {"N": num(now + lease_seconds)},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return TokenRecord.from_item(result["Attributes"])
+
+    @staticmethod
+    def _fenced(record: TokenRecord) -> dict[str, Any]:
+        """Key and condition of a write that holds only while ``record``'s version and lease do."""
+        return {
+            "Key": {"pk": {"S": token_pk(record.auth_app_id)}, "sk": {"S": "TOKEN"}},
+            "ConditionExpression": "#v = :v AND lease_owner = :owner",
+        }
+
+    def commit_rotation(self, record: TokenRecord, owner: str, token: AppToken) -> None:
+        """Write the new pair in one fenced update; the pair it replaces stays as ``previous``."""
+        now = self._clock()
+        values: dict[str, Any] = {
+            ":v": {"N": str(record.version)},
+            ":next": {"N": str(record.version + 1)},
+            ":owner": {"S": owner},
+            ":current": self._seal(token),
+            ":previous": record.sealed.current,
+            ":grace": {"N": num(now + self.schedule.previous_grace_seconds)},
+            ":obtained": {"N": num(token.obtained_at)},
+            ":due": {"N": num(self.schedule.next_due(token.obtained_at, token.re_expires_in))},
+            ":digest": {"S": token_digest(token.app_auth_token)},
+            ":now": {"N": num(now)},
+            ":zero": {"N": "0"},
+        }
+        update = (
+            "SET #v = :next, #cur = :current, previous = :previous, previous_valid_until = :grace, "
+            "obtained_at = :obtained, due_at = :due, token_digest = :digest, updated_at = :now, "
+            "refreshed_at = :now, failures = :zero"
+        )
+        for name in ("re_expires_in", "expires_in"):
+            if getattr(token, name) is not None:
+                update += f", {name} = :{name}"
+                values[f":{name}"] = {"N": str(getattr(token, name))}
+        self._table.call(
+            "update_item",
+            **self._fenced(record),
+            UpdateExpression=update + " REMOVE lease_owner, lease_until, last_error",
+            ExpressionAttributeNames={"#v": "version", "#cur": "current"},
+            ExpressionAttributeValues=values,
+        )
+
+    def record_refresh_failure(
+        self, record: TokenRecord, owner: str, *, error: str, retry_at: float, dead: bool
+    ) -> TokenRecord:
+        """A failed refresh: back off (``retry_at``), or, for a dead grant, leave the schedule for good."""
+        values: dict[str, Any] = {
+            ":v": {"N": str(record.version)},
+            ":owner": {"S": owner},
+            ":error": {"S": error[:200]},
+            ":now": {"N": num(self._clock())},
+            ":one": {"N": "1"},
+        }
+        if dead:
+            update = (
+                "SET #s = :dead, last_error = :error, updated_at = :now, #v = #v + :one "
+                "REMOVE due_shard, due_at, lease_owner, lease_until"
+            )
+            values[":dead"] = {"S": NEEDS_REAUTH.value}
+        else:
+            update = (
+                "SET due_at = :retry, last_error = :error, updated_at = :now, failures = failures + :one "
+                "REMOVE lease_owner, lease_until"
+            )
+            values[":retry"] = {"N": num(retry_at)}
+        result = self._table.call(
+            "update_item",
+            **self._fenced(record),
+            UpdateExpression=update,
+            ExpressionAttributeNames={"#v": "version", **({"#s": "status"} if dead else {})},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return TokenRecord.from_item(result["Attributes"])
