@@ -31,7 +31,7 @@ from typing import Any
 from alipay_v3 import AlipayClient, TokenApi, TokenGrant
 from app_auth.container import build_container
 from app_auth.events import EventSink
-from app_auth.refresh import RefreshPolicy, RefreshService
+from app_auth.refresh import RefreshOutcome, RefreshPolicy, RefreshService
 from app_auth.settings import Settings
 
 _POLICY_VARIABLES = {
@@ -100,7 +100,9 @@ class _TracedRefreshService(RefreshService):
         self._trace = trace
         self._current = current
 
-    def refresh_one(self, auth_app_id: str, *, force: bool = False, sink: EventSink | None = None) -> str:
+    def refresh_one(
+        self, auth_app_id: str, *, force: bool = False, sink: EventSink | None = None
+    ) -> RefreshOutcome:
         self._current.app = auth_app_id
         if self._trace is not None:
             self._trace.write("start", auth_app_id)

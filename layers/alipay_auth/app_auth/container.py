@@ -124,7 +124,6 @@ def build_container(
         sleep=sleep,
     )
     notifications = NotificationService(
-        settings=settings,
         tokens=store,
         flow=flow,
         grants=grants,

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from alipay_v3 import AlipayConfig, AlipayError, AppToken, verify_notification
@@ -28,7 +29,6 @@ from . import events
 from .errors import InvalidRequest, NotFound
 from .flow_store import FlowStore
 from .grants import Grants, Route
-from .settings import Settings
 from .token_store import TokenStore
 
 logger = logging.getLogger(__name__)
@@ -39,28 +39,17 @@ ACKNOWLEDGED = "success"
 _SEEN_TTL_SECONDS = 30 * 86400
 
 
+@dataclass(kw_only=True)
 class NotificationService:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        tokens: TokenStore,
-        flow: FlowStore,
-        grants: Grants,
-        alipay_config: Callable[[], AlipayConfig],
-        publisher: events.EventPublisher,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.tokens = tokens
-        self.flow = flow
-        self.grants = grants
-        self._config = alipay_config
-        self.publisher = publisher
-        self._clock = clock
+    tokens: TokenStore
+    flow: FlowStore
+    grants: Grants
+    alipay_config: Callable[[], AlipayConfig]
+    publisher: events.EventPublisher
+    clock: Callable[[], float] = time.time
 
     def handle(self, params: Mapping[str, str]) -> str:
-        config = self._config()
+        config = self.alipay_config()
         if not params.get("sign"):
             raise InvalidRequest("the notification is not signed", code="unsigned-notification")
         try:
@@ -98,7 +87,7 @@ class NotificationService:
             raise InvalidRequest(
                 "the authorization notification has no detail.auth_app_id", code="malformed-notification"
             )
-        token = AppToken.from_fields(detail, obtained_at=self._clock())
+        token = AppToken.from_fields(detail, obtained_at=self.clock())
         self.grants.record(token, via=Route.NOTIFICATION, isv_app_id=isv_app_id, sent_at=sent_at)
 
     def _cancelled(self, biz: Mapping[str, Any], isv_app_id: str) -> None:
