@@ -191,7 +191,13 @@ class LocalAws:
             )
             self._spawn(
                 "moto",
-                lambda port_file: [sys.executable, "-m", "sandbox.aws_standins", "_serve-moto", str(port_file)],
+                lambda port_file: [
+                    sys.executable,
+                    "-m",
+                    "sandbox.aws_standins",
+                    "_serve-moto",
+                    str(port_file),
+                ],
                 cwd=ROOT,
             )
             urls = self._wait_until_ready(began, {"dynamodb": _dynamodb_answers, "moto": _moto_answers})
@@ -446,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         _serve_moto(Path(args[1]), sys.stdin.buffer)
         return 0
     if args:
-        print("usage: python -m sandbox.aws_standins   (runs the local AWS stand-ins until Ctrl-C)", file=sys.stderr)
+        print(
+            "usage: python -m sandbox.aws_standins   (runs the local AWS stand-ins until Ctrl-C)",
+            file=sys.stderr,
+        )
         return 2
 
     stopped = threading.Event()

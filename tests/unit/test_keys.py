@@ -154,3 +154,17 @@ def test_multi_valued_rdn_attributes_are_reversed_too():
         serial=12345,
     )
     assert issuer_principal(cert) == "CN=x,OU=ou,O=o"
+
+
+@pytest.mark.parametrize("pkcs1", [False, True])
+@pytest.mark.parametrize("pem", [False, True])
+def test_public_key_structure_is_read_from_the_der(creds, pkcs1, pem):
+    """PEM or bare base64, SPKI or PKCS#1: the structure comes from the DER, not from the label."""
+    from cryptography.hazmat.primitives import serialization
+
+    form = serialization.PublicFormat.PKCS1 if pkcs1 else serialization.PublicFormat.SubjectPublicKeyInfo
+    text = creds.alipay_key.public_key().public_bytes(serialization.Encoding.PEM, form).decode()
+    loaded = load_public_key(text if pem else pem_body(text))
+    assert loaded.structure == ("PKCS#1" if pkcs1 else "SPKI")
+    assert loaded.encoding == ("PEM" if pem else "base64")
+    assert loaded.key.public_numbers() == creds.alipay_key.public_key().public_numbers()

@@ -39,6 +39,7 @@ from .keys import (
     load_private_key,
     load_public_key,
     root_cert_sn,
+    same_key,
 )
 
 if TYPE_CHECKING:
@@ -70,10 +71,6 @@ def resolve_gateway(value: str | None) -> str:
     if not re.match(r"^https?://[^\s/]+", value):
         raise ConfigError(f"gateway must be 'production', 'sandbox' or an http(s) URL, not {value[:60]!r}")
     return value.rstrip("/")
-
-
-def _same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
-    return a.public_numbers() == b.public_numbers()
 
 
 @dataclass(frozen=True, repr=False)
@@ -136,7 +133,7 @@ class AlipayConfig:
             raise ConfigError("private_key is required (the app private key, 应用私钥)")
         private_key = load_private_key(str(data["private_key"]))
         own_public = private_key.key.public_key()
-        if data.get("app_public_key") and not _same_key(
+        if data.get("app_public_key") and not same_key(
             load_public_key(str(data["app_public_key"]), "app_public_key").key, own_public
         ):
             raise ConfigError("app_public_key does not match private_key; they are not one key pair")
@@ -151,7 +148,7 @@ class AlipayConfig:
             )
         if data.get("alipay_public_key"):
             public = load_public_key(str(data["alipay_public_key"]))
-            if _same_key(public.key, own_public):
+            if same_key(public.key, own_public):
                 raise ConfigError(
                     "alipay_public_key is your app's own public key (应用公钥); use the Alipay public key "
                     "(支付宝公钥) shown next to it in the console"
@@ -168,14 +165,14 @@ class AlipayConfig:
             raise ConfigError(f"certificate mode needs all three certificates; missing: {', '.join(missing)}")
 
         app_cert = load_certificates(str(data["app_cert"]), "app_cert")[0]
-        if not _same_key(cert_public_key(app_cert, "app_cert"), own_public):
+        if not same_key(cert_public_key(app_cert, "app_cert"), own_public):
             raise ConfigError(
                 "app_cert does not belong to private_key: its public key differs. Use the appCertPublicKey_<APPID>.crt "
                 "issued for this private key"
             )
         alipay_certs = load_certificates(str(data["alipay_cert"]), "alipay_cert")
         keys = {cert_sn(cert): cert_public_key(cert, "alipay_cert") for cert in alipay_certs}
-        if any(_same_key(key, own_public) for key in keys.values()):
+        if any(same_key(key, own_public) for key in keys.values()):
             raise ConfigError("alipay_cert is your app certificate; use alipayCertPublicKey_RSA2.crt")
         roots = load_certificates(str(data["alipay_root_cert"]), "alipay_root_cert")
         root_sn = root_cert_sn(roots)

@@ -30,7 +30,6 @@ from .config import _KNOWN_FIELDS, GATEWAYS, AlipayConfig, resolve_gateway
 from .errors import ConfigError
 from .keys import (
     LoadedPrivateKey,
-    _der_from_text,
     cert_public_key,
     cert_sn,
     is_rsa_signed,
@@ -40,6 +39,7 @@ from .keys import (
     load_public_key,
     public_key_fingerprint,
     root_cert_sn,
+    same_key,
 )
 
 Level = Literal["OK", "WARN", "ERROR"]
@@ -145,18 +145,6 @@ def _pem_labels(text: str) -> list[str]:
         for line in text.splitlines()
         if "-----BEGIN " in line
     ]
-
-
-def _first_element_tag(der: bytes) -> int | None:
-    """The tag of the first element inside the outer SEQUENCE (long-form lengths included)."""
-    if len(der) < 2 or der[0] != 0x30:
-        return None
-    pos = 2 + (der[1] & 0x7F if der[1] & 0x80 else 0)
-    return der[pos] if pos < len(der) else None
-
-
-def _same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
-    return a.public_numbers() == b.public_numbers()
 
 
 def _subject(cert: x509.Certificate) -> str:
@@ -299,18 +287,16 @@ class _Diagnosis:
             return None
         try:
             loaded = load_public_key(text, name)
-            der, _, _ = _der_from_text(text, name)
         except ConfigError as exc:
             self.unreadable("public-key-unreadable", exc)
             return None
-        structure = "PKCS#1" if _first_element_tag(der) == 0x02 else "SPKI"
         self.add(
             "OK",
             name.replace("_", "-"),
-            f"{name}: RSA {loaded.key.key_size}-bit, {structure}, {loaded.encoding}; "
+            f"{name}: RSA {loaded.key.key_size}-bit, {loaded.structure}, {loaded.encoding}; "
             f"fingerprint {public_key_fingerprint(loaded.key)}",
         )
-        if structure == "PKCS#1":
+        if loaded.structure == "PKCS#1":
             self.add(
                 "WARN",
                 "pkcs1-public-key",
@@ -336,8 +322,8 @@ class _Diagnosis:
     ) -> None:
         if own is None:
             return
-        if alipay_public is not None and _same_key(alipay_public, own):
-            if app_public is not None and not _same_key(app_public, own):
+        if alipay_public is not None and same_key(alipay_public, own):
+            if app_public is not None and not same_key(app_public, own):
                 self.add(
                     "ERROR",
                     "public-keys-swapped",
@@ -353,7 +339,7 @@ class _Diagnosis:
             )
         if app_public is None:
             return
-        if _same_key(app_public, own):
+        if same_key(app_public, own):
             self.add("OK", "app-key-pair", "private_key and app_public_key are one key pair")
         else:
             self.add(
@@ -482,8 +468,8 @@ class _Diagnosis:
         app_cert_key: rsa.RSAPublicKey | None,
         alipay_keys: list[rsa.RSAPublicKey],
     ) -> None:
-        alipay_holds_app_cert = any(_same_key(key, own) for key in alipay_keys)
-        app_cert_matches = app_cert_key is not None and _same_key(app_cert_key, own)
+        alipay_holds_app_cert = any(same_key(key, own) for key in alipay_keys)
+        app_cert_matches = app_cert_key is not None and same_key(app_cert_key, own)
         if alipay_holds_app_cert and app_cert_key is not None and not app_cert_matches:
             self.add(
                 "ERROR",

@@ -50,7 +50,7 @@ class LoadedPrivateKey:
 class LoadedPublicKey:
     key: rsa.RSAPublicKey
     encoding: str
-    structure: str  # "SPKI" or "PKCS#1"
+    structure: str  # "SPKI" or "PKCS#1", read from the DER whatever the encoding
 
 
 def _der_from_text(text: str, what: str) -> tuple[bytes, str, str | None]:
@@ -76,21 +76,39 @@ def _der_from_text(text: str, what: str) -> tuple[bytes, str, str | None]:
     return der, encoding, label
 
 
-def _der_structure(der: bytes) -> str:
-    """Tell PKCS#8 from PKCS#1 by peeking at the second element of the outer SEQUENCE.
-
-    PrivateKeyInfo is SEQUENCE { INTEGER version, SEQUENCE algorithm, ... } while an
-    RSAPrivateKey is SEQUENCE { INTEGER version, INTEGER modulus, ... }.
-    """
-    if len(der) < 4 or der[0] != 0x30:
-        return "unknown"
+def _element_tags(der: bytes, count: int = 2) -> list[int]:
+    """The tags of the first ``count`` elements inside the outer SEQUENCE, as far as the bytes go."""
+    if len(der) < 2 or der[0] != 0x30:
+        return []
     pos = 2 + (der[1] & 0x7F if der[1] & 0x80 else 0)
-    if pos + 2 > len(der) or der[pos] != 0x02:  # the version INTEGER
-        return "unknown"
-    pos += 2 + der[pos + 1]
-    if pos >= len(der):
-        return "unknown"
-    return {0x30: "PKCS#8", 0x02: "PKCS#1"}.get(der[pos], "unknown")
+    tags: list[int] = []
+    while len(tags) < count and pos + 1 < len(der):
+        tags.append(der[pos])
+        length, pos = der[pos + 1], pos + 2
+        if length & 0x80:
+            size = length & 0x7F
+            length, pos = int.from_bytes(der[pos : pos + size], "big"), pos + size
+        pos += length
+    return tags
+
+
+def der_structure(der: bytes) -> str:
+    """The key structure of a DER body: "SPKI", "PKCS#1", "PKCS#8" or "unknown".
+
+    SubjectPublicKeyInfo is SEQUENCE { SEQUENCE algorithm, BIT STRING }; PrivateKeyInfo (PKCS#8)
+    is SEQUENCE { INTEGER version, SEQUENCE algorithm, ... }; PKCS#1 keys, RSAPublicKey and
+    RSAPrivateKey alike, are SEQUENCE { INTEGER, INTEGER, ... }.
+    """
+    tags = _element_tags(der)
+    if tags[:1] == [0x30]:
+        return "SPKI"
+    structures: dict[tuple[int, ...], str] = {(0x02, 0x30): "PKCS#8", (0x02, 0x02): "PKCS#1"}
+    return structures.get(tuple(tags), "unknown")
+
+
+def same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
+    """Whether two RSA public keys are one key, however each was encoded."""
+    return a.public_numbers() == b.public_numbers()
 
 
 def load_private_key(text: str) -> LoadedPrivateKey:
@@ -108,7 +126,7 @@ def load_private_key(text: str) -> LoadedPrivateKey:
         raise ConfigError(
             f"private_key is a {type(key).__name__}; Alipay v3 signs with RSA2 (RSA-SHA256) only"
         )
-    return LoadedPrivateKey(key, encoding, _der_structure(der), label)
+    return LoadedPrivateKey(key, encoding, der_structure(der), label)
 
 
 def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicKey:
@@ -123,14 +141,15 @@ def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicK
     try:
         key = serialization.load_der_public_key(der)
     except (ValueError, TypeError) as exc:
-        if _der_structure(der) != "unknown":  # it parses as a private key structure
+        if der_structure(der) in ("PKCS#1", "PKCS#8"):  # a private key structure
             raise ConfigError(
                 f"{what} holds a private key; never share it, and use the public key here"
             ) from None
         raise ConfigError(f"{what} could not be parsed as an RSA public key") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError(f"{what} is not an RSA key")
-    return LoadedPublicKey(key, encoding, "PKCS#1" if label == "RSA PUBLIC KEY" else "SPKI")
+    # From the DER, not the label: a bare base64 body has none, and a label can be wrong.
+    return LoadedPublicKey(key, encoding, "PKCS#1" if der_structure(der) == "PKCS#1" else "SPKI")
 
 
 def load_certificates(text: str, what: str) -> list[x509.Certificate]:

@@ -38,6 +38,7 @@ from .token_store import TokenRecord, TokenStore
 
 logger = logging.getLogger(__name__)
 
+
 class RefreshOutcome(StrEnum):
     REFRESHED = "refreshed"
     RACED = "raced"  # someone else rotated it (or re-authorized): their pair is stored
@@ -184,7 +185,9 @@ class RefreshService:
             return False
         return now.version > leased.version or now.token_digest != leased.token_digest
 
-    def _failed(self, record: TokenRecord, exc: AlipayError, sink: events.EventSink, *, dead: bool) -> RefreshOutcome:
+    def _failed(
+        self, record: TokenRecord, exc: AlipayError, sink: events.EventSink, *, dead: bool
+    ) -> RefreshOutcome:
         retry_at = self._clock() + self.policy.backoff(record.failures + 1)
         try:
             self.store.record_refresh_failure(

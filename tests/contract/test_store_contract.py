@@ -1,0 +1,280 @@
+"""The stores over FakeDynamoDB and over DynamoDB Local: the same scenarios, so the fake cannot drift.
+
+The ``dynamodb_local`` half carries the ``integration`` marker; ``make test-fast`` deselects it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from alipay_v3 import AppToken
+from app_auth.crypto import EnvelopeCipher
+from app_auth.errors import ConcurrentUpdate, NotFound
+from app_auth.flow_store import ClaimStatus, FlowStore
+from app_auth.schedule import RotationSchedule
+from app_auth.table import ConditionFailed, Table
+from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED, TokenStore, token_pk
+from sandbox.table import table_definition_from_template
+from tests.fakes.clock import Clock
+from tests.fakes.dynamodb import FakeDynamoDB
+from tests.fakes.kms import FakeKMS
+from tests.integration.aws_fixtures import aws, local_aws  # noqa: F401 - fixtures
+
+SCHEDULE = RotationSchedule(lead_seconds=100, previous_grace_seconds=600)
+_names = itertools.count()
+
+
+@pytest.fixture(params=["fake", pytest.param("dynamodb_local", marks=pytest.mark.integration)])
+def table(request: pytest.FixtureRequest) -> Iterator[Table]:
+    name = f"contract-{next(_names)}"
+    if request.param == "fake":
+        yield Table(FakeDynamoDB(), name)
+        return
+    client = request.getfixturevalue("aws").client("dynamodb")
+    client.create_table(TableName=name, **table_definition_from_template())
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
+    yield Table(client, name)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(table: Table, clock: Clock) -> TokenStore:
+    return TokenStore(table, EnvelopeCipher(FakeKMS(), "key", table.name), SCHEDULE, clock=clock)
+
+
+@pytest.fixture
+def flow(table: Table, clock: Clock) -> FlowStore:
+    return FlowStore(table, clock=clock)
+
+
+def token(app: str = "2088A", n: int = 1, *, at: float = 1_764_000_000.0, life: int = 1000) -> AppToken:
+    return AppToken(app, "2088U", f"tok-{app}-{n}", f"ref-{app}-{n}", 500, life, at)
+
+
+# -- token items ---------------------------------------------------------------------------------
+
+
+def test_save_then_replace_keeps_previous_through_grace(store: TokenStore, clock: Clock) -> None:
+    # Given a stored authorization
+    first = store.save_authorization(token(n=1), isv_app_id="isv", isv_ref="shop-1")
+    # When a new token replaces it
+    clock.advance(10)
+    second = store.save_authorization(token(n=2, at=clock.now), isv_app_id="isv", isv_ref="shop-1")
+    # Then the version moved on, both pairs open, and the old one stops after the grace window
+    record = store.get_token("2088A")
+    assert (first.version, second.version, record.version) == (1, 2, 2)
+    assert store.open_current(record).app_auth_token == "tok-2088A-2"
+    assert (store.open_previous(record) or pytest.fail()).app_refresh_token == "ref-2088A-1"
+    assert record.previous_valid_until == pytest.approx(clock.now + 600)
+    assert record.due_at == pytest.approx(clock.now + 900)
+    clock.advance(601)
+    assert store.open_previous(store.get_token("2088A")) is None
+
+
+def test_same_token_again_changes_nothing_but_adds_a_missing_ref(store: TokenStore) -> None:
+    # Given a token stored without a reference (the notification came first)
+    store.save_authorization(token(), isv_app_id="isv", isv_ref=None)
+    # When the callback brings the same token with a reference, and then again with another one
+    added = store.save_authorization(token(), isv_app_id="isv", isv_ref="shop-1")
+    again = store.save_authorization(token(), isv_app_id="isv", isv_ref="shop-2")
+    # Then the reference is added once, and the pair was not superseded
+    assert added.isv_ref == again.isv_ref == store.get_token("2088A").isv_ref == "shop-1"
+    assert store.get_token("2088A").version == 1
+    assert store.get_token("2088A").sealed.previous is None
+
+
+def test_a_lost_conditional_write_carries_the_existing_item(table: Table, store: TokenStore) -> None:
+    # Given a stored token
+    store.save_authorization(token(), isv_app_id="isv", isv_ref=None)
+    # When a write conditioned on its absence, and one on a stale version, are tried
+    key = {"pk": {"S": token_pk("2088A")}, "sk": {"S": "TOKEN"}}
+    with pytest.raises(ConditionFailed) as absent:
+        table.call("put_item", Item={**key, "x": {"S": "1"}}, ConditionExpression="attribute_not_exists(pk)")
+    with pytest.raises(ConditionFailed) as stale:
+        table.call(
+            "update_item",
+            Key=key,
+            UpdateExpression="SET x = :x",
+            ConditionExpression="#v = :v",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":x": {"S": "1"}, ":v": {"N": "7"}},
+        )
+    # Then each carries the item as found, in wire format, and nothing was written
+    for lost in (absent.value, stale.value):
+        assert lost.existing is not None
+        assert lost.existing["version"] == {"N": "1"}
+        assert lost.existing["current"]["M"]["v"] == {"S": "2"}
+    assert "x" not in (table.get(token_pk("2088A"), "TOKEN") or {})
+
+
+def test_a_lost_condition_on_a_missing_item_carries_none(table: Table) -> None:
+    # Given no item  When an update requires one  Then the loss carries no item
+    with pytest.raises(ConditionFailed) as lost:
+        table.call(
+            "update_item",
+            Key={"pk": {"S": "APP#none"}, "sk": {"S": "TOKEN"}},
+            UpdateExpression="SET x = :x",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":x": {"S": "1"}},
+        )
+    assert lost.value.existing is None
+    assert table.get("APP#none", "TOKEN") is None
+
+
+def test_lease_and_commit_are_fenced(store: TokenStore, clock: Clock) -> None:
+    # Given a due token
+    store.save_authorization(token(), isv_app_id="isv", isv_ref=None, due_at=clock.now - 1)
+    # When one worker leases it, a second is refused until the lease runs out
+    leased = store.acquire_lease("2088A", "w1", 60)
+    with pytest.raises(ConcurrentUpdate):
+        store.acquire_lease("2088A", "w2", 60)
+    clock.advance(61)
+    taken_over = store.acquire_lease("2088A", "w2", 60)
+    # Then the first worker's commit is refused (lease owner), the second's goes through once
+    with pytest.raises(ConcurrentUpdate):
+        store.commit_rotation(leased, "w1", token(n=2, at=clock.now))
+    store.commit_rotation(taken_over, "w2", token(n=3, at=clock.now))
+    with pytest.raises(ConcurrentUpdate):
+        store.commit_rotation(taken_over, "w2", token(n=4, at=clock.now))  # stale version
+    record = store.get_token("2088A")
+    assert record.version == 2 and record.failures == 0 and record.refreshed_at == clock.now
+    assert store.open_current(record).app_auth_token == "tok-2088A-3"
+    assert (store.open_previous(record) or pytest.fail()).app_auth_token == "tok-2088A-1"
+    assert record.due_at == pytest.approx(clock.now + 900)
+    # And it is not due any more, so a new lease is refused
+    with pytest.raises(ConcurrentUpdate):
+        store.acquire_lease("2088A", "w3", 60)
+
+
+def test_a_token_not_yet_due_is_leased_only_by_force(store: TokenStore) -> None:
+    store.save_authorization(token(), isv_app_id="isv", isv_ref=None)
+    with pytest.raises(ConcurrentUpdate):
+        store.acquire_lease("2088A", "w1", 60)
+    assert store.acquire_lease("2088A", "w1", 60, force=True).version == 1
+
+
+def test_refresh_failure_backs_off_then_recovers_count(store: TokenStore, clock: Clock) -> None:
+    # Given a leased token
+    store.save_authorization(token(), isv_app_id="isv", isv_ref=None, due_at=clock.now - 1)
+    leased = store.acquire_lease("2088A", "w1", 60)
+    # When a retryable failure is recorded twice (leasing again in between)
+    after = store.record_refresh_failure(
+        leased, "w1", error="SYSTEM_ERROR", retry_at=clock.now + 50, dead=False
+    )
+    clock.advance(51)
+    again = store.record_refresh_failure(
+        store.acquire_lease("2088A", "w1", 60), "w1", error="E2", retry_at=clock.now + 70, dead=False
+    )
+    # Then failures count up, the due time moves, the version and status stay, the lease is gone
+    assert (after.failures, again.failures) == (1, 2)
+    assert again.due_at == pytest.approx(clock.now + 70) and again.last_error == "E2"
+    assert again.version == 1 and again.status == ACTIVE
+    assert store.acquire_lease("2088A", "w9", 60, force=True).version == 1  # no lease left behind
+    # And a failure with a lease not held is refused
+    with pytest.raises(ConcurrentUpdate):
+        store.record_refresh_failure(leased, "other", error="E", retry_at=0, dead=False)
+
+
+def test_a_dead_grant_leaves_the_schedule(store: TokenStore, clock: Clock) -> None:
+    store.save_authorization(token(), isv_app_id="isv", isv_ref=None, due_at=clock.now - 1)
+    leased = store.acquire_lease("2088A", "w1", 60)
+    dead = store.record_refresh_failure(leased, "w1", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
+    assert (dead.status, dead.version, dead.due_at) == (NEEDS_REAUTH, 2, None)
+    assert list(store.due_app_ids(clock.now + 10**9)) == []
+    with pytest.raises(ConcurrentUpdate):
+        store.acquire_lease("2088A", "w1", 60, force=True)  # not active
+
+
+def test_mark_revoked(store: TokenStore, clock: Clock) -> None:
+    store.save_authorization(token(), isv_app_id="isv", isv_ref="shop", due_at=clock.now - 1)
+    revoked = store.mark_revoked("2088A", "cancelled " * 40)
+    assert (revoked.status, revoked.version, revoked.due_at, revoked.isv_ref) == (REVOKED, 2, None, "shop")
+    assert revoked.last_error is not None and len(revoked.last_error) == 200
+    assert list(store.due_app_ids(clock.now)) == []
+    with pytest.raises(NotFound):
+        store.mark_revoked("2088-none", "x")
+
+
+def test_due_app_ids_oldest_first_per_shard_and_limited(store: TokenStore, clock: Clock) -> None:
+    # Given tokens due at different times (some not yet due), across shards
+    dues = {f"2088{i:02d}": clock.now - 100 + i * 10 for i in range(12)}
+    for app, due in dues.items():
+        store.save_authorization(token(app), isv_app_id="isv", isv_ref=None, due_at=due)
+    # When the due ones are listed at now
+    listed = list(store.due_app_ids(clock.now))
+    # Then exactly those due (<= now, inclusive) come back, due time ascending within each shard
+    assert sorted(app for app, _ in listed) == sorted(a for a, d in dues.items() if d <= clock.now)
+    assert all(due == pytest.approx(dues[app]) for app, due in listed)
+    from app_auth.token_store import due_shard
+
+    for shard in {due_shard(a) for a, _ in listed}:
+        times = [d for a, d in listed if due_shard(a) == shard]
+        assert times == sorted(times)
+    assert len(list(store.due_app_ids(clock.now, limit=3))) == 3
+
+
+def test_list_tokens_filters_by_status_and_reads_no_secret(store: TokenStore, flow: FlowStore) -> None:
+    for app in ("2088A", "2088B", "2088C"):
+        store.save_authorization(token(app), isv_app_id="isv", isv_ref=None)
+    store.mark_revoked("2088B", "gone")
+    flow.put_state("s1", isv_ref=None, expires_at=2e9)  # another item type: never listed
+    everything = {r.auth_app_id: r for r in store.list_tokens()}
+    assert set(everything) == {"2088A", "2088B", "2088C"}
+    assert all(r.sealed.current is None and r.sealed.previous is None for r in everything.values())
+    assert [r.auth_app_id for r in store.list_tokens(status=REVOKED)] == ["2088B"]
+    assert sorted(r.auth_app_id for r in store.list_tokens(status=ACTIVE)) == ["2088A", "2088C"]
+
+
+# -- flow items ----------------------------------------------------------------------------------
+
+
+def test_states_bind_to_one_code_and_expire(flow: FlowStore, clock: Clock) -> None:
+    # Given a state
+    flow.put_state("s1", isv_ref="shop-1", expires_at=clock.now + 100)
+    with pytest.raises(ConcurrentUpdate):
+        flow.put_state("s1", isv_ref=None, expires_at=clock.now + 100)  # ids never collide silently
+    assert flow.state_usable("s1")
+    # When a code consumes it, the same code may present it again, another code may not
+    assert flow.consume_state("s1", "code-a") == "shop-1"
+    assert flow.consume_state("s1", "code-a") == "shop-1"
+    with pytest.raises(NotFound):
+        flow.consume_state("s1", "code-b")
+    assert not flow.state_usable("s1")
+    # And an expired or unknown state is refused
+    flow.put_state("s2", isv_ref=None, expires_at=clock.now + 100)
+    clock.advance(100)
+    assert not flow.state_usable("s2")
+    with pytest.raises(NotFound):
+        flow.consume_state("s2", "code-c")
+    with pytest.raises(NotFound):
+        flow.consume_state("nope", "code-c")
+
+
+def test_code_claims(flow: FlowStore) -> None:
+    # Given a claimed code
+    assert flow.claim_code("d1", isv_ref="shop", ttl_seconds=100) is None
+    # When it is claimed again, the claim found is returned
+    existing = flow.claim_code("d1", isv_ref=None, ttl_seconds=100)
+    assert existing is not None and (existing.status, existing.isv_ref) == (ClaimStatus.EXCHANGING, "shop")
+    # Then it finishes once, only from exchanging
+    flow.finish_claim("d1", ClaimStatus.DONE, auth_app_ids=("2088A", "2088B"))
+    claim = flow.get_claim("d1")
+    assert claim is not None and (claim.status, claim.auth_app_ids) == (ClaimStatus.DONE, ("2088A", "2088B"))
+    with pytest.raises(ConcurrentUpdate):
+        flow.finish_claim("d1", ClaimStatus.FAILED, error_code="X")
+    assert flow.get_claim("nope") is None
+    with pytest.raises(ConcurrentUpdate):
+        flow.finish_claim("nope", ClaimStatus.DONE)
+
+
+def test_notifications_seen_once_remembered(flow: FlowStore) -> None:
+    assert not flow.notification_seen("n1")
+    flow.remember_notification("n1", kind="open_app_auth_notify", ttl_seconds=60)
+    assert flow.notification_seen("n1") and not flow.notification_seen("n2")
