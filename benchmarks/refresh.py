@@ -105,11 +105,7 @@ class _Bench:
             record = store.get_token(app)
             pair = store.open_current(record)
             token = self.token_api.refresh(pair.app_refresh_token).primary
-            store.save_authorization(
-                token,
-                isv_app_id=self.creds.app_id,
-                isv_ref=None,
-            )
+            store.save_authorization(token, isv_app_id=self.creds.app_id)
             per_token.append(time.perf_counter() - began)
         seconds = time.monotonic() - started
         return {

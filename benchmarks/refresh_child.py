@@ -88,16 +88,16 @@ def _reset_peak_rss() -> bool:
 
 def main() -> int:
     service = build_refresher()
-    token_api = service._token_api()  # the Alipay config and the client: start-up, not the run
+    token_api = service.token_api()  # the Alipay config and the client: start-up, not the run
     steps = StepTimes()
     steps.wrap(service.store, "due_app_ids", "due query (iterator creation only)")
     steps.wrap(service.store, "acquire_lease", "lease (DynamoDB)")
     steps.wrap(service.store, "open_current", "open pair (AES; KMS when a data key is new)")
     steps.wrap(token_api, "refresh", "Alipay call (waits for a slot, signs, verifies)")
-    steps.wrap(service._pace._slots, "acquire", "waiting for a slot (16 in flight)")
-    steps.wrap(service._pace._limiter, "acquire", "rate limiter")
-    gateway = token_api.client.session.get_adapter(token_api.client.config.gateway)
-    steps.wrap(gateway, "send", EXCHANGE)
+    pace = service.session.get_adapter(token_api.client.config.gateway)
+    steps.wrap(pace.slots, "acquire", "waiting for a slot (16 in flight)")
+    steps.wrap(pace.limiter, "acquire", "rate limiter")
+    steps.wrap(pace.inner, "send", EXCHANGE)
     steps.wrap(service.store, "commit_rotation", "commit (DynamoDB; AES)")
     steps.wrap(service.publisher, "send", "events (one PutEvents call, up to 10 entries)")
     steps.wrap(service, "refresh_one", "whole refresh_one")

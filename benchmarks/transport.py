@@ -15,7 +15,6 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies
 
 from alipay_v3 import TOKEN_PATH, AlipayClient, AlipayConfig, TokenApi
 from alipay_v3.server import sign_response, verify_request
@@ -80,34 +79,13 @@ def canned_token_endpoint(
     return CannedAlipay(body, headers)
 
 
-class PreparedOnlySession(requests.Session):
-    """What-if, not shipped: what the client would cost if it skipped ``Session.request``.
+class AdapterOnlySession(requests.Session):
+    """What-if, not shipped: the client's prepared request handed straight to the transport adapter,
+    skipping ``Session.send`` (hooks, cookie extraction, redirect checks, elapsed time)."""
 
-    ``Session.request`` merges cookies, hooks and settings, and re-reads the proxy environment
-    (``os.environ``) on every call. This builds the ``PreparedRequest`` directly and sends it with
-    the proxies resolved once, which is all the client needs.
-    """
-
-    def __init__(self, gateway: str) -> None:
-        super().__init__()
-        self._proxies = get_environ_proxies(gateway) if self.trust_env else {}
-
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        *,
-        data: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        auth: requests.auth.AuthBase | None = None,
-        timeout: Any = None,
-        **_: Any,
-    ) -> requests.Response:
-        prepared = requests.PreparedRequest()
-        prepared.prepare(method=method, url=url, headers=headers, data=data, auth=auth)
-        return self.send(
-            prepared, timeout=timeout, proxies=self._proxies, verify=self.verify, allow_redirects=False
-        )
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.pop("allow_redirects", None)
+        return self.get_adapter(request.url or "").send(request, **kwargs)
 
 
 def offline_token_api(

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from alipay_v3 import AlipayClient, TokenApi, TokenGrant
+from alipay_v3 import TokenApi, TokenGrant
 from app_auth.container import build_container
 from app_auth.events import EventSink
 from app_auth.refresh import RefreshOutcome, RefreshPolicy, RefreshService
@@ -115,31 +115,20 @@ class _TracedRefreshService(RefreshService):
 def build_refresher(env: Mapping[str, str] | None = None) -> RefreshService:
     """The refresher the Lambda would run, with the policy and client options the environment sets."""
     env = os.environ if env is None else env
-    container = build_container(Settings.from_env(env))
-    options = client_options_from_env(env)
-    secrets = container.secrets
     trace = Trace(env["REFRESHER_TRACE_FILE"]) if env.get("REFRESHER_TRACE_FILE") else None
     pause = float(env.get("REFRESHER_PAUSE_AFTER_CALL_SECONDS") or 0)
     current = threading.local()
-    lock = threading.Lock()
-    built: list[TokenApi] = []
-
-    def token_api() -> TokenApi:
-        with lock:  # built on first use, then shared: one connection pool for all workers
-            if not built:
-                client = AlipayClient(
-                    secrets.alipay_config(), reload_config=secrets.reload_alipay_config, **options
-                )
-                api = TokenApi(client)
-                built.append(_TracedTokenApi(api, trace, pause, current) if trace or pause else api)
-            return built[0]
-
+    container = build_container(
+        Settings.from_env(env),
+        alipay_client_options=client_options_from_env(env),
+        wrap_token_api=(lambda api: _TracedTokenApi(api, trace, pause, current)) if trace or pause else None,
+    )
     return _TracedRefreshService(
         trace=trace,
         current=current,
         settings=container.settings,
         store=container.store,
-        token_api=token_api,
+        token_api=container.new_token_api,
         publisher=container.publisher,
         policy=policy_from_env(env),
     )

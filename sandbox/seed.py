@@ -54,7 +54,7 @@ def seed_tokens(
             )
 
     def save(token: AppToken) -> None:
-        store.save_authorization(token, isv_app_id=isv_app_id, isv_ref=None, due_at=due_at)
+        store.save_authorization(token, isv_app_id=isv_app_id, due_at=due_at)
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="seed") as pool:
         for _ in pool.map(save, tokens):

@@ -16,7 +16,7 @@ from app_auth.errors import ConcurrentUpdate, NotFound
 from app_auth.flow_store import ClaimStatus, FlowStore
 from app_auth.schedule import RotationSchedule
 from app_auth.table import ConditionFailed, Table
-from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED, TokenStore, token_pk
+from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED, Replace, TokenStore, token_pk
 from sandbox.table import table_definition_from_template
 from tests.fakes.clock import Clock
 from tests.fakes.dynamodb import FakeDynamoDB
@@ -63,10 +63,10 @@ def token(app: str = "2088A", n: int = 1, *, at: float = 1_764_000_000.0, life: 
 
 def test_save_then_replace_keeps_previous_through_grace(store: TokenStore, clock: Clock) -> None:
     # Given a stored authorization
-    first = store.save_authorization(token(n=1), isv_app_id="isv", isv_ref="shop-1")
+    first = store.save_authorization(token(n=1), isv_app_id="isv", admission=Replace("shop-1"))
     # When a new token replaces it
     clock.advance(10)
-    second = store.save_authorization(token(n=2, at=clock.now), isv_app_id="isv", isv_ref="shop-1")
+    second = store.save_authorization(token(n=2, at=clock.now), isv_app_id="isv", admission=Replace("shop-1"))
     # Then the version moved on, both pairs open, and the old one stops after the grace window
     record = store.get_token("2088A")
     assert (first.version, second.version, record.version) == (1, 2, 2)
@@ -80,19 +80,47 @@ def test_save_then_replace_keeps_previous_through_grace(store: TokenStore, clock
 
 def test_same_token_again_changes_nothing_but_adds_a_missing_ref(store: TokenStore) -> None:
     # Given a token stored without a reference (the notification came first)
-    store.save_authorization(token(), isv_app_id="isv", isv_ref=None)
+    store.save_authorization(token(), isv_app_id="isv")
     # When the callback brings the same token with a reference, and then again with another one
-    added = store.save_authorization(token(), isv_app_id="isv", isv_ref="shop-1")
-    again = store.save_authorization(token(), isv_app_id="isv", isv_ref="shop-2")
+    added = store.save_authorization(token(), isv_app_id="isv", admission=Replace("shop-1"))
+    again = store.save_authorization(token(), isv_app_id="isv", admission=Replace("shop-2"))
     # Then the reference is added once, and the pair was not superseded
     assert added.isv_ref == again.isv_ref == store.get_token("2088A").isv_ref == "shop-1"
     assert store.get_token("2088A").version == 1
     assert store.get_token("2088A").sealed.previous is None
 
 
+class RacedOnce:
+    """Admits the first time, letting another writer store its token in between; then holds back."""
+
+    def __init__(self, store: TokenStore) -> None:
+        self.store, self.asked = store, []
+
+    def supersedes(self, existing) -> bool:
+        self.asked.append(existing.version)
+        if len(self.asked) == 1:
+            self.store.save_authorization(token(n=2), isv_app_id="isv")  # the other writer wins
+            return True
+        return False
+
+    def isv_ref(self, existing) -> None:
+        return None
+
+
+def test_a_lost_race_is_decided_again_against_what_the_winner_left(store: TokenStore) -> None:
+    # Given a stored token, and a writer whose rule would replace it
+    store.save_authorization(token(n=1), isv_app_id="isv")
+    rule = RacedOnce(store)
+    # When another writer stores a newer token between its read and its write
+    saved = store.save_authorization(token(n=3), isv_app_id="isv", admission=rule)
+    # Then its rule is asked again about the winner's record, which it does not replace
+    assert saved is None and rule.asked == [1, 2]
+    assert store.open_current(store.get_token("2088A")).app_auth_token == "tok-2088A-2"
+
+
 def test_a_lost_conditional_write_carries_the_existing_item(table: Table, store: TokenStore) -> None:
     # Given a stored token
-    store.save_authorization(token(), isv_app_id="isv", isv_ref=None)
+    store.save_authorization(token(), isv_app_id="isv")
     # When a write conditioned on its absence, and one on a stale version, are tried
     key = {"pk": {"S": token_pk("2088A")}, "sk": {"S": "TOKEN"}}
     with pytest.raises(ConditionFailed) as absent:
@@ -130,7 +158,7 @@ def test_a_lost_condition_on_a_missing_item_carries_none(table: Table) -> None:
 
 def test_lease_and_commit_are_fenced(store: TokenStore, clock: Clock) -> None:
     # Given a due token
-    store.save_authorization(token(), isv_app_id="isv", isv_ref=None, due_at=clock.now - 1)
+    store.save_authorization(token(), isv_app_id="isv", due_at=clock.now - 1)
     # When one worker leases it, a second is refused until the lease runs out
     leased = store.acquire_lease("2088A", "w1", 60)
     with pytest.raises(ConcurrentUpdate):
@@ -154,7 +182,7 @@ def test_lease_and_commit_are_fenced(store: TokenStore, clock: Clock) -> None:
 
 
 def test_a_token_not_yet_due_is_leased_only_by_force(store: TokenStore) -> None:
-    store.save_authorization(token(), isv_app_id="isv", isv_ref=None)
+    store.save_authorization(token(), isv_app_id="isv")
     with pytest.raises(ConcurrentUpdate):
         store.acquire_lease("2088A", "w1", 60)
     assert store.acquire_lease("2088A", "w1", 60, force=True).version == 1
@@ -162,7 +190,7 @@ def test_a_token_not_yet_due_is_leased_only_by_force(store: TokenStore) -> None:
 
 def test_refresh_failure_backs_off_then_recovers_count(store: TokenStore, clock: Clock) -> None:
     # Given a leased token
-    store.save_authorization(token(), isv_app_id="isv", isv_ref=None, due_at=clock.now - 1)
+    store.save_authorization(token(), isv_app_id="isv", due_at=clock.now - 1)
     leased = store.acquire_lease("2088A", "w1", 60)
     # When a retryable failure is recorded twice (leasing again in between)
     after = store.record_refresh_failure(
@@ -183,7 +211,7 @@ def test_refresh_failure_backs_off_then_recovers_count(store: TokenStore, clock:
 
 
 def test_a_dead_grant_leaves_the_schedule(store: TokenStore, clock: Clock) -> None:
-    store.save_authorization(token(), isv_app_id="isv", isv_ref=None, due_at=clock.now - 1)
+    store.save_authorization(token(), isv_app_id="isv", due_at=clock.now - 1)
     leased = store.acquire_lease("2088A", "w1", 60)
     dead = store.record_refresh_failure(leased, "w1", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
     assert (dead.status, dead.version, dead.due_at) == (NEEDS_REAUTH, 2, None)
@@ -193,7 +221,7 @@ def test_a_dead_grant_leaves_the_schedule(store: TokenStore, clock: Clock) -> No
 
 
 def test_mark_revoked(store: TokenStore, clock: Clock) -> None:
-    store.save_authorization(token(), isv_app_id="isv", isv_ref="shop", due_at=clock.now - 1)
+    store.save_authorization(token(), isv_app_id="isv", admission=Replace("shop"), due_at=clock.now - 1)
     revoked = store.mark_revoked("2088A", "cancelled " * 40)
     assert (revoked.status, revoked.version, revoked.due_at, revoked.isv_ref) == (REVOKED, 2, None, "shop")
     assert revoked.last_error is not None and len(revoked.last_error) == 200
@@ -206,7 +234,7 @@ def test_due_app_ids_oldest_first_per_shard_and_limited(store: TokenStore, clock
     # Given tokens due at different times (some not yet due), across shards
     dues = {f"2088{i:02d}": clock.now - 100 + i * 10 for i in range(12)}
     for app, due in dues.items():
-        store.save_authorization(token(app), isv_app_id="isv", isv_ref=None, due_at=due)
+        store.save_authorization(token(app), isv_app_id="isv", due_at=due)
     # When the due ones are listed at now
     listed = list(store.due_app_ids(clock.now))
     # Then exactly those due (<= now, inclusive) come back, due time ascending within each shard
@@ -222,7 +250,7 @@ def test_due_app_ids_oldest_first_per_shard_and_limited(store: TokenStore, clock
 
 def test_list_tokens_filters_by_status_and_reads_no_secret(store: TokenStore, flow: FlowStore) -> None:
     for app in ("2088A", "2088B", "2088C"):
-        store.save_authorization(token(app), isv_app_id="isv", isv_ref=None)
+        store.save_authorization(token(app), isv_app_id="isv")
     store.mark_revoked("2088B", "gone")
     flow.put_state("s1", isv_ref=None, expires_at=2e9)  # another item type: never listed
     everything = {r.auth_app_id: r for r in store.list_tokens()}

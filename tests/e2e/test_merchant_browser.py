@@ -151,7 +151,7 @@ def test_a_spent_code_page_leads_back_to_the_consent_page(
 ) -> None:
     stack = browser_stack
     params = stack.consent(stack.create_link("c-1"))
-    stack.container.authorization._token_api().exchange_code(params["app_auth_code"])  # spent elsewhere
+    stack.container.token_api().exchange_code(params["app_auth_code"])  # spent elsewhere
 
     browser.get(f"{stack.url}/callback?{urlencode(params)}")
     card = wait_for_outcome(browser, f"{stack.url}/callback")

@@ -110,7 +110,7 @@ def test_a_state_cannot_authorize_a_second_code(stack):
 def test_a_spent_code_gets_a_page_with_a_fresh_link(stack):
     params = stack.consent(stack.create_link("c-1"))
     # The code is spent elsewhere first (e.g. by hand with alipay-v3 call)
-    stack.container.authorization._token_api().exchange_code(params["app_auth_code"])
+    stack.container.token_api().exchange_code(params["app_auth_code"])
     response = stack.callback(params)
     assert response.status_code == 410 and 'data-outcome="code_spent"' in response.text
     assert "重新授权" in response.text and "state=v1." in response.text
@@ -136,7 +136,7 @@ def test_alipay_failure_after_processing_is_reported_honestly(stack):
 )
 def test_an_unanswered_exchange_is_never_retried_and_offers_a_fresh_link(stack, fault, delay):
     # Given Alipay fails the exchange in a way that may or may not have spent the code
-    stack.container.authorization._token_api().client.timeout = (2.0, 0.5)
+    stack.container.token_api().client.timeout = (2.0, 0.5)
     params = stack.consent(stack.create_link("c-9"))
     stack.emulator.inject(fault, delay=delay)
 

@@ -40,7 +40,7 @@ def refresher(stack, **policy):
     return RefreshService(
         settings=c.settings,
         store=c.store,
-        token_api=c.authorization._token_api,
+        token_api=c.new_token_api,
         publisher=c.publisher,
         policy=RefreshPolicy(**policy),
     )
@@ -145,7 +145,7 @@ def test_a_run_sends_its_events_ten_to_a_put_events_call(stack):
     service = RefreshService(
         settings=c.settings,
         store=c.store,
-        token_api=c.authorization._token_api,
+        token_api=c.new_token_api,
         publisher=EventPublisher(client, c.settings.event_bus_name),
     )
     summary = service.run(remaining_seconds=lambda: 300)

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from alipay_v3 import TokenApi
 from app_auth.container import build_container, set_container
 from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
@@ -89,16 +90,16 @@ class Environments:
                     self.timings.append((event["rawPath"], elapsed, _waits.alipay, started - arrived))
 
 
-class TimedTokenApi:
+class TimedTokenApi(TokenApi):
     """The container's TokenApi, with the time each exchange waits for Alipay counted."""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
+    def __init__(self, inner: TokenApi) -> None:
+        super().__init__(inner.client, clock=inner.clock)
 
     def exchange_code(self, code: str, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return self._make().exchange_code(code, **kwargs)
+            return super().exchange_code(code, **kwargs)
         finally:
             _waits.alipay = getattr(_waits, "alipay", 0.0) + time.perf_counter() - started
 
@@ -173,9 +174,9 @@ def load_stack(aws: LocalAws, creds: DevCredentials, monkeypatch: pytest.MonkeyP
         provisioned = provision(
             aws, creds.client_config(emulator.base_url), callback_url=f"{front.url}/callback"
         )
-        container = build_container(provisioned.settings, client=aws.client, sleep=lambda _: None)
-        timed = TimedTokenApi(container.authorization._token_api)
-        container.authorization._token_api = lambda: timed  # type: ignore[assignment,return-value]
+        container = build_container(
+            provisioned.settings, client=aws.client, sleep=lambda _: None, wrap_token_api=TimedTokenApi
+        )
         published = PublishedEvents(container.publisher.publish)
         container.publisher.publish = published  # type: ignore[method-assign]
         set_container(container)

@@ -218,7 +218,7 @@ def test_forged_exchange_answers_are_never_stored(make_stack, cert_mode):
 def test_forged_refresh_answers_never_replace_the_stored_token(stack):
     c = stack.container
     service = RefreshService(
-        settings=c.settings, store=c.store, token_api=c.authorization._token_api, publisher=c.publisher
+        settings=c.settings, store=c.store, token_api=c.new_token_api, publisher=c.publisher
     )
     for number, fault in enumerate([Fault.TAMPER_BODY, Fault.TAMPER_SIGNATURE, Fault.OTHER_KEY]):
         merchant_app_id = f"202100000000084{number}"

@@ -241,7 +241,7 @@ def run_every_flow(capture: Capture, refresher_module: Any) -> None:
         stack.emulator.inject(fault)
         assert stack.callback(tampered).status_code == 502
     service = RefreshService(
-        settings=c.settings, store=c.store, token_api=c.authorization._token_api, publisher=c.publisher
+        settings=c.settings, store=c.store, token_api=c.new_token_api, publisher=c.publisher
     )
     for fault in (Fault.TAMPER_BODY, Fault.TAMPER_SIGNATURE):
         stack.emulator.inject(fault)
@@ -281,7 +281,7 @@ def collect_secrets(capture: Capture) -> list[Secret]:
     ]
     found += [Secret(f"app_refresh_token #{i}", frozenset(text_forms(v))) for i, v in enumerate(refresh)]
     # The KMS data keys the run sealed and opened tokens with (the cipher keeps them for minutes).
-    data_keys = [key.plaintext for key in stack.container.store._cipher._opened.values()]
+    data_keys = [key.plaintext for key in stack.container.cipher._opened.values()]
     assert data_keys
     found += [Secret(f"token data key #{i}", frozenset(_raw_forms(k))) for i, k in enumerate(data_keys)]
     assert len(capture.authorization_headers) >= 6, capture.authorization_headers

@@ -23,6 +23,7 @@ from alipay_v3 import (
 from alipay_v3 import client as client_module
 from alipay_v3.keys import cert_sn
 from alipay_v3.server import sign_response, verify_request
+from app_auth.pacing import PacedAdapter
 from sandbox.credentials import DevCredentials, cert_pem, make_cert, new_rsa_key
 
 TOKEN = {
@@ -66,10 +67,11 @@ class ScriptedAdapter(BaseAdapter):
         pass
 
 
-def client_for(creds, script, *, sn=None, cert_mode=False, sleep=lambda _: None, **kwargs):
+def client_for(creds, script, *, sn=None, cert_mode=False, sleep=lambda _: None, mount=None, **kwargs):
+    """``mount(adapter)``, when given, is what the session mounts over the scripted transport."""
     adapter = ScriptedAdapter(creds, script, sn=sn)
     session = requests.Session()
-    session.mount("http://", adapter)
+    session.mount("http://", mount(adapter) if mount else adapter)
     config = AlipayConfig.from_mapping(creds.client_config("http://127.0.0.1:9", cert_mode=cert_mode))
     client = AlipayClient(
         config,
@@ -188,39 +190,47 @@ def test_refresh_is_not_retried_after_a_read_timeout(creds):
     assert info.value.request_sent and info.value.timed_out and len(adapter.sent) == 1
 
 
-class RecordingPace:
-    """A pace that notes when it is held."""
+class RecordingSlots:
+    """The pace's slots, noting when one is held."""
 
     def __init__(self):
         self.held, self.entries = False, 0
 
-    def __enter__(self):
+    def acquire(self):
         assert not self.held
         self.held, self.entries = True, self.entries + 1
 
-    def __exit__(self, *exc_info):
+    def release(self):
         self.held = False
 
 
-def test_the_pace_is_held_around_each_exchange_only(creds, monkeypatch):
-    pace, seen = RecordingPace(), []
+def test_the_refreshers_pace_is_held_around_each_exchange_only(creds, monkeypatch):
+    # The pace is the transport of the refresher's session: the client knows nothing of it.
+    slots, seen = RecordingSlots(), []
+
+    def paced(adapter):
+        pace = PacedAdapter(1, 1000.0, inner=adapter)
+        pace.slots = slots
+        return pace
+
     client, adapter = client_for(
         creds,
         [dropped(), (503, {}, False), (200, TOKEN, True)],
-        sleep=lambda _: seen.append(("pause between attempts", pace.held)),
+        sleep=lambda _: seen.append(("pause between attempts", slots.held)),
+        mount=paced,
     )
     send, sign = adapter.send, client_module.AlipayAuth.__call__
     monkeypatch.setattr(
-        adapter, "send", lambda request, **kw: seen.append(("send", pace.held)) or send(request, **kw)
+        adapter, "send", lambda request, **kw: seen.append(("send", slots.held)) or send(request, **kw)
     )
     monkeypatch.setattr(
         client_module.AlipayAuth,
         "__call__",
-        lambda auth, r: seen.append(("sign", pace.held)) or sign(auth, r),
+        lambda auth, r: seen.append(("sign", slots.held)) or sign(auth, r),
     )
-    grant = TokenApi(client).refresh(TOKEN["app_refresh_token"], pace=pace)
+    grant = TokenApi(client).refresh(TOKEN["app_refresh_token"])
     assert grant.primary.auth_app_id == TOKEN["auth_app_id"]
-    assert pace.entries == 3 and not pace.held  # once per attempt, released after the last
+    assert slots.entries == 3 and not slots.held  # once per attempt, released after the last
     assert seen == [("sign", False), ("send", True), ("pause between attempts", False)] * 2 + [
         ("sign", False),
         ("send", True),

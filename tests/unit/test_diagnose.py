@@ -295,7 +295,15 @@ def test_config_error_becomes_one_finding_without_repeating_it(creds):
     rejected = [f for f in report.findings if f.code == "config-rejected"]
     assert len(rejected) == 1 and rejected[0].level == "ERROR"
     assert "private_key" in rejected[0].message
-    assert "private-key-unreadable" not in report.codes()  # the same message, once is enough
+    assert "private-key-unreadable" not in report.codes()  # the same field's fault, said once
+
+
+def test_a_second_unreadable_field_is_still_reported(creds):
+    garbage = base64.b64encode(b"\x30\x03garbage").decode()
+    data = creds.client_config("production") | {"private_key": garbage, "alipay_public_key": garbage}
+    report = check(data, creds)
+    assert [f.code for f in report.findings if f.level == "ERROR"].count("config-rejected") == 1
+    assert "public-key-unreadable" in report.codes()  # another field: its own finding
 
 
 def test_unknown_field_suggests_the_known_one(creds):

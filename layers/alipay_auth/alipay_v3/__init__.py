@@ -23,7 +23,7 @@ from .errors import (
 )
 from .notify import sign_notification, verify_notification
 from .response import AlipayResponse, open_response
-from .tokens import TOKEN_PATH, AppToken, TokenApi, TokenGrant, mask
+from .token_api import TOKEN_PATH, AppToken, TokenApi, TokenGrant, mask
 
 __all__ = [
     "GATEWAYS",

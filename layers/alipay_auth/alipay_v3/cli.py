@@ -31,7 +31,7 @@ from .errors import (
     ResponseVerificationError,
     TransportError,
 )
-from .tokens import mask
+from .token_api import mask
 
 PROG = "alipay-v3"
 EXIT_OK = 0

@@ -155,14 +155,14 @@ class _Diagnosis:
     def __init__(self, now: dt.datetime) -> None:
         self.now = now
         self.report = Report()
-        self.rejection: str | None = None  # AlipayConfig's own message, not to be repeated
+        self.rejected_field: str | None = None  # the field AlipayConfig refused: said once, not twice
 
     def add(self, level: Level, code: str, message: str) -> None:
         self.report.add(level, code, message)
 
     def unreadable(self, code: str, exc: ConfigError) -> None:
-        """A field that does not parse: say so, unless AlipayConfig's finding already says exactly that."""
-        if exc.message != self.rejection:
+        """A field that does not parse: say so, unless AlipayConfig's finding already said it of that field."""
+        if exc.field is None or exc.field != self.rejected_field:
             self.add("ERROR", code, exc.message)
 
     def run(self, data: Any) -> Report:
@@ -187,7 +187,7 @@ class _Diagnosis:
         try:
             config = AlipayConfig.from_mapping(data)
         except ConfigError as exc:
-            self.rejection = exc.message
+            self.rejected_field = exc.field
             self.add("ERROR", "config-rejected", f"the configuration does not load: {exc.message}")
             return
         mode = "certificate mode" if config.cert_mode else "public-key mode"

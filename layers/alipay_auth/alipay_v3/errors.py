@@ -45,9 +45,14 @@ class AlipayError(Exception):
 
 
 class ConfigError(AlipayError):
-    """The configuration (keys, certificates, gateway) cannot be used as given."""
+    """The configuration (keys, certificates, gateway) cannot be used as given; ``field`` names the
+    configuration field at fault, when one is."""
 
     code = "invalid-config"
+
+    def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.field = field
 
 
 class ResponseVerificationError(AlipayError):

@@ -57,22 +57,22 @@ def _der_from_text(text: str, what: str) -> tuple[bytes, str, str | None]:
     """Return (DER bytes, "PEM" | "base64", PEM label) for a PEM block or a bare base64 body."""
     text = text.strip()
     if not text:
-        raise ConfigError(f"{what} is empty")
+        raise ConfigError(f"{what} is empty", field=what)
     match = _PEM_BLOCK.search(text)
     if match:
         label, body, encoding = match.group(1), match.group(2), "PEM"
         if "ENCRYPTED" in label or "Proc-Type:" in body:
-            raise ConfigError(f"{what} is encrypted with a passphrase; export it without one")
+            raise ConfigError(f"{what} is encrypted with a passphrase; export it without one", field=what)
     elif text.startswith("-----"):
-        raise ConfigError(f"{what} looks like PEM but its BEGIN/END lines do not match")
+        raise ConfigError(f"{what} looks like PEM but its BEGIN/END lines do not match", field=what)
     else:
         label, body, encoding = None, text, "base64"
     try:
         der = base64.b64decode("".join(body.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ConfigError(f"{what} is neither PEM nor valid base64") from exc
+        raise ConfigError(f"{what} is neither PEM nor valid base64", field=what) from exc
     if not der:
-        raise ConfigError(f"{what} is empty")
+        raise ConfigError(f"{what} is empty", field=what)
     return der, encoding, label
 
 
@@ -114,17 +114,22 @@ def same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
 def load_private_key(text: str) -> LoadedPrivateKey:
     """Load the app private key from PEM or bare base64, PKCS#1 or PKCS#8."""
     if _PEM_BLOCK.search(text.strip()) and "CERTIFICATE" in text:
-        raise ConfigError("private_key holds a certificate, not a private key")
+        raise ConfigError("private_key holds a certificate, not a private key", field="private_key")
     der, encoding, label = _der_from_text(text, "private_key")
     if label and "PUBLIC" in label:
-        raise ConfigError("private_key holds a public key; use the app private key (应用私钥)")
+        raise ConfigError(
+            "private_key holds a public key; use the app private key (应用私钥)", field="private_key"
+        )
     try:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError) as exc:
-        raise ConfigError("private_key could not be parsed as an RSA private key (PKCS#1 or PKCS#8)") from exc
+        raise ConfigError(
+            "private_key could not be parsed as an RSA private key (PKCS#1 or PKCS#8)", field="private_key"
+        ) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(
-            f"private_key is a {type(key).__name__}; Alipay v3 signs with RSA2 (RSA-SHA256) only"
+            f"private_key is a {type(key).__name__}; Alipay v3 signs with RSA2 (RSA-SHA256) only",
+            field="private_key",
         )
     return LoadedPrivateKey(key, encoding, der_structure(der), label)
 
@@ -133,21 +138,24 @@ def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicK
     """Load an RSA public key (SubjectPublicKeyInfo or PKCS#1) from PEM or bare base64."""
     der, encoding, label = _der_from_text(text, what)
     if label and "PRIVATE" in label:
-        raise ConfigError(f"{what} holds a private key; never share it, and use the public key here")
+        raise ConfigError(
+            f"{what} holds a private key; never share it, and use the public key here", field=what
+        )
     if label == "CERTIFICATE":
         raise ConfigError(
-            f"{what} holds a certificate; put certificates in app_cert/alipay_cert (certificate mode)"
+            f"{what} holds a certificate; put certificates in app_cert/alipay_cert (certificate mode)",
+            field=what,
         )
     try:
         key = serialization.load_der_public_key(der)
     except (ValueError, TypeError) as exc:
         if der_structure(der) in ("PKCS#1", "PKCS#8"):  # a private key structure
             raise ConfigError(
-                f"{what} holds a private key; never share it, and use the public key here"
+                f"{what} holds a private key; never share it, and use the public key here", field=what
             ) from None
-        raise ConfigError(f"{what} could not be parsed as an RSA public key") from exc
+        raise ConfigError(f"{what} could not be parsed as an RSA public key", field=what) from exc
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ConfigError(f"{what} is not an RSA key")
+        raise ConfigError(f"{what} is not an RSA key", field=what)
     # From the DER, not the label: a bare base64 body has none, and a label can be wrong.
     return LoadedPublicKey(key, encoding, "PKCS#1" if der_structure(der) == "PKCS#1" else "SPKI")
 
@@ -159,14 +167,14 @@ def load_certificates(text: str, what: str) -> list[x509.Certificate]:
 
     text = text.strip()
     if not text:
-        raise ConfigError(f"{what} is empty")
+        raise ConfigError(f"{what} is empty", field=what)
     try:
         if "-----BEGIN" in text:
             certs = x509.load_pem_x509_certificates(text.encode())
         else:
             certs = [x509.load_der_x509_certificate(base64.b64decode("".join(text.split()), validate=True))]
     except (ValueError, binascii.Error) as exc:
-        raise ConfigError(f"{what} does not contain a readable X.509 certificate") from exc
+        raise ConfigError(f"{what} does not contain a readable X.509 certificate", field=what) from exc
     return certs
 
 
@@ -201,7 +209,7 @@ def root_cert_sn(certs: list[x509.Certificate]) -> str:
 def cert_public_key(cert: x509.Certificate, what: str) -> rsa.RSAPublicKey:
     key = cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ConfigError(f"{what} does not carry an RSA public key")
+        raise ConfigError(f"{what} does not carry an RSA public key", field=what)
     return key
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from alipay_v3 import AlipayClient, AlipayConfig, ConfigError, TokenApi
@@ -27,7 +28,7 @@ from .flow_store import FlowStore
 from .grants import Grants
 from .links import StateSigner
 from .notifications import NotificationService
-from .refresh import RefreshService
+from .refresh import RefreshPolicy, RefreshService
 from .replay import ReplayQueue
 from .settings import Settings
 from .table import Table
@@ -74,8 +75,11 @@ class Container:
     store: TokenStore
     flow: FlowStore
     grants: Grants
+    cipher: EnvelopeCipher
     secrets: SecretSource
     publisher: EventPublisher
+    token_api: Callable[[], TokenApi]  # the callback's, shared; built on first use
+    new_token_api: Callable[[requests.Session | None], TokenApi]  # another client, on a session of yours
     authorization: AuthorizationService
     notifications: NotificationService
     refresher: RefreshService
@@ -89,9 +93,12 @@ def build_container(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     alipay_client_options: dict[str, Any] | None = None,
+    refresh_policy: RefreshPolicy | None = None,
+    wrap_token_api: Callable[[TokenApi], TokenApi] | None = None,
 ) -> Container:
     """Everything from settings; ``client(service)`` makes boto3 clients (``aws.client_factory()``
-    by default), each when first used."""
+    by default), each when first used. ``alipay_client_options`` go to every ``AlipayClient``;
+    ``wrap_token_api`` sees every ``TokenApi`` built (tools trace or time the calls with it)."""
     clients = AwsClients(client)
     cipher = EnvelopeCipher(clients.deferred("kms"), settings.kms_key_id, settings.table_name)
     table = Table(clients.deferred("dynamodb"), settings.table_name)
@@ -100,16 +107,18 @@ def build_container(
     secrets = SecretSource(clients.deferred("secretsmanager"), settings)
     publisher = EventPublisher(clients.deferred("events"), settings.event_bus_name, clock=clock)
     grants = Grants(store, publisher)
-    get_token_api = _once(
-        lambda: TokenApi(
-            AlipayClient(
-                secrets.alipay_config(),
-                reload_config=secrets.reload_alipay_config,
-                **(alipay_client_options or {}),
-            ),
-            clock=clock,
+
+    def new_token_api(session: requests.Session | None = None) -> TokenApi:
+        client = AlipayClient(
+            secrets.alipay_config(),
+            session=session,
+            reload_config=secrets.reload_alipay_config,
+            **(alipay_client_options or {}),
         )
-    )
+        api = TokenApi(client, clock=clock)
+        return wrap_token_api(api) if wrap_token_api else api
+
+    get_token_api = _once(new_token_api)
     get_signer = _once(lambda: StateSigner(secrets.state_key(), clock=clock))
 
     authorization = AuthorizationService(
@@ -132,10 +141,27 @@ def build_container(
         clock=clock,
     )
     refresher = RefreshService(
-        settings=settings, store=store, token_api=get_token_api, publisher=publisher, clock=clock
+        settings=settings,
+        store=store,
+        token_api=new_token_api,
+        publisher=publisher,
+        policy=refresh_policy,
+        clock=clock,
     )
     return Container(
-        settings, store, flow, grants, secrets, publisher, authorization, notifications, refresher, clients
+        settings=settings,
+        store=store,
+        flow=flow,
+        grants=grants,
+        cipher=cipher,
+        secrets=secrets,
+        publisher=publisher,
+        token_api=get_token_api,
+        new_token_api=new_token_api,
+        authorization=authorization,
+        notifications=notifications,
+        refresher=refresher,
+        clients=clients,
     )
 
 

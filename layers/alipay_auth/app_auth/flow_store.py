@@ -132,8 +132,8 @@ class FlowStore:
         try:
             self._table.call("put_item", Item=wire(values), ConditionExpression="attribute_not_exists(pk)")
         except ConditionFailed as exc:
-            if exc.existing is None:  # expired by TTL meanwhile: treat as taken, the code is old
-                return CodeClaim(ClaimStatus.FAILED, now, (), isv_ref, "AUTH_CODE_NOT_VALID")
+            if exc.existing is None:  # a put conditioned on absence fails only over an item (ALL_OLD)
+                raise
             return CodeClaim.from_item(exc.existing)
         return None
 

@@ -1,7 +1,7 @@
 """How a grant is recorded, from whichever route it arrives: the one place that decides whether a
 token Alipay issued replaces what is stored, which ISV reference it carries, and what is announced.
 
-Each route has its own reason to hold back (``_supersedes``):
+Each route has its own reason to hold back (``_RouteRule``, asked again after a lost race):
 
 * the callback brought the token the merchant just authorized: it always replaces;
 * a notification is retried by Alipay for hours, so it never overwrites a live token, nor anything
@@ -14,6 +14,7 @@ The due time and grace window come from the store's ``RotationSchedule``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 from alipay_v3 import AppToken
@@ -45,12 +46,11 @@ class Grants:
         """Store ``token`` unless what is stored supersedes it; None when it was held back.
 
         ``sent_at`` is when Alipay sent a notification (None: unknown, which holds it back)."""
-        existing = self._store.find_token(token.auth_app_id)
-        if existing is not None and not _supersedes(token, existing, via, sent_at):
+        record = self._store.save_authorization(
+            token, isv_app_id=isv_app_id, admission=_RouteRule(token, via, isv_ref, sent_at)
+        )
+        if record is None:
             return None
-        if via is Route.NOTIFICATION:
-            isv_ref = existing.isv_ref if existing else None
-        record = self._store.save_authorization(token, isv_app_id=isv_app_id, isv_ref=isv_ref)
         self._publisher.publish(
             events.AUTHORIZED,
             auth_app_id=token.auth_app_id,
@@ -62,13 +62,29 @@ class Grants:
         return record
 
 
-def _supersedes(token: AppToken, existing: TokenRecord, via: Route, sent_at: float | None) -> bool:
-    if via is Route.CALLBACK:
-        return True
-    if via is Route.NOTIFICATION:
-        return existing.status != ACTIVE and sent_at is not None and sent_at > existing.updated_at
-    return not (
-        existing.token_digest == token_digest(token.app_auth_token)
-        or existing.obtained_at >= token.obtained_at
-        or (existing.status == REVOKED and existing.updated_at >= token.obtained_at)
-    )
+@dataclass(frozen=True)
+class _RouteRule:
+    """The ``Admission`` of one route, for one token."""
+
+    token: AppToken
+    via: Route
+    ref: str | None
+    sent_at: float | None
+
+    def supersedes(self, existing: TokenRecord) -> bool:
+        if self.via is Route.CALLBACK:
+            return True
+        if self.via is Route.NOTIFICATION:
+            return (
+                existing.status != ACTIVE and self.sent_at is not None and self.sent_at > existing.updated_at
+            )
+        return not (
+            existing.token_digest == token_digest(self.token.app_auth_token)
+            or existing.obtained_at >= self.token.obtained_at
+            or (existing.status == REVOKED and existing.updated_at >= self.token.obtained_at)
+        )
+
+    def isv_ref(self, existing: TokenRecord | None) -> str | None:
+        if self.via is Route.NOTIFICATION:
+            return existing.isv_ref if existing else None
+        return self.ref

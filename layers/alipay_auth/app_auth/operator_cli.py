@@ -708,19 +708,16 @@ def _tokens_show(args: argparse.Namespace, target: Target) -> int:
     return EXIT_OK
 
 
-_REFRESH_EXIT = {
-    refresh.REFRESHED: EXIT_OK,
-    refresh.RACED: EXIT_OK,
-    refresh.SKIPPED: EXIT_NOT_NOW,
-    refresh.FAILED: EXIT_FAILED,
-    refresh.NEEDS_REAUTH: EXIT_FAILED,
-}
-_REFRESH_SAYS = {
-    refresh.REFRESHED: "refreshed",
-    refresh.RACED: "another worker rotated it at the same time; its pair is stored",
-    refresh.SKIPPED: "skipped: another worker holds it right now; try again in a few minutes",
-    refresh.FAILED: "the refresh failed; it stays scheduled and is retried with backoff",
-    refresh.NEEDS_REAUTH: "Alipay says the grant is dead: the merchant must authorize again (link create)",
+# What the operator is told, and the exit code, for each ending of a refresh.
+_REFRESH_ANSWERS = {
+    refresh.REFRESHED: (EXIT_OK, "refreshed"),
+    refresh.RACED: (EXIT_OK, "another worker rotated it at the same time; its pair is stored"),
+    refresh.SKIPPED: (EXIT_NOT_NOW, "skipped: another worker holds it right now; try again in a few minutes"),
+    refresh.FAILED: (EXIT_FAILED, "the refresh failed; it stays scheduled and is retried with backoff"),
+    refresh.NEEDS_REAUTH: (
+        EXIT_FAILED,
+        "Alipay says the grant is dead: the merchant must authorize again (link create)",
+    ),
 }
 
 
@@ -733,14 +730,15 @@ def _tokens_refresh(args: argparse.Namespace, target: Target) -> int:
         "before": record_dict(result.before),
         "after": record_dict(result.after),
     }
+    exit_code, says = _REFRESH_ANSWERS[result.outcome]
     text = (
-        f"{_REFRESH_SAYS[result.outcome]}: version {result.before.version} -> {result.after.version}, "
+        f"{says}: version {result.before.version} -> {result.after.version}, "
         f"due {format_time(result.after.due_at) or '-'}"
     )
     if result.after.last_error and result.outcome != refresh.REFRESHED:
         text += f", last error {result.after.last_error}"
     _emit(args, data, text)
-    return _REFRESH_EXIT[result.outcome]
+    return exit_code
 
 
 def _tokens_revoke(args: argparse.Namespace, target: Target) -> int:
@@ -753,6 +751,7 @@ def _tokens_revoke(args: argparse.Namespace, target: Target) -> int:
     return EXIT_OK
 
 
+# The exit code for each ending of a callback; what the operator is told is ``outcomes.ANSWERS``.
 _EXCHANGE_EXIT = {
     CallbackOutcome.AUTHORIZED: EXIT_OK,
     CallbackOutcome.PARKED: EXIT_AWS,
@@ -782,7 +781,7 @@ def _exchange_code(args: argparse.Namespace, target: Target) -> int:
     _emit(args, data, text)
     if result.fresh_link and not args.json:
         args.console.progress(f"a new link for the merchant: {result.fresh_link}")
-    return _EXCHANGE_EXIT.get(result.outcome, EXIT_FAILED)
+    return _EXCHANGE_EXIT[result.outcome]
 
 
 def _replay(args: argparse.Namespace, target: Target) -> int:

@@ -29,10 +29,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import requests
+
 from alipay_v3 import AlipayApiError, AlipayError, TokenApi
 
 from . import events
 from .errors import AppAuthError, ConcurrentUpdate, NotFound
+from .pacing import paced_session
 from .settings import Settings
 from .token_store import TokenRecord, TokenStore
 
@@ -77,55 +80,13 @@ class RunSummary:
         return self.outcomes.get(outcome, 0)
 
 
-class RateLimiter:
-    """Spaces calls at most ``rate`` per second across threads."""
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self._clock = clock
-        self._sleep = sleep
-
-    def acquire(self) -> None:
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        if start > now:
-            self._sleep(start - now)
-
-
-class AlipayPace:
-    """Entered around each exchange with Alipay (``AlipayClient.call(pace=...)``): at most
-    ``concurrency`` calls in flight, started at most ``rate`` per second. Signing, verification and
-    the pauses between retries happen outside it, so a slot is held only while Alipay has the call."""
-
-    def __init__(self, concurrency: int, rate: float) -> None:
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self._limiter = RateLimiter(rate)
-
-    def __enter__(self) -> None:
-        self._slots.acquire()
-        self._limiter.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._slots.release()
-
-
 class RefreshService:
     def __init__(
         self,
         *,
         settings: Settings,
         store: TokenStore,
-        token_api: Callable[[], TokenApi],
+        token_api: Callable[[requests.Session], TokenApi],
         publisher: events.EventPublisher,
         policy: RefreshPolicy | None = None,
         clock: Callable[[], float] = time.time,
@@ -133,14 +94,23 @@ class RefreshService:
     ) -> None:
         self.settings = settings
         self.store = store
-        self._token_api = token_api
+        self._new_token_api = token_api
         self.publisher = publisher
         self.policy = policy or RefreshPolicy()
         self._clock = clock
         self.owner = owner or uuid.uuid4().hex  # one per execution environment: leases name it
         # ``concurrency`` bounds the calls in flight at Alipay; the table work of other tokens
         # overlaps them (run() has twice as many workers), so the slots stay busy.
-        self._pace = AlipayPace(self.policy.concurrency, self.policy.max_calls_per_second)
+        self.session = paced_session(self.policy.concurrency, self.policy.max_calls_per_second)
+        self._token_api: TokenApi | None = None
+        self._token_api_lock = threading.Lock()
+
+    def token_api(self) -> TokenApi:
+        """The Alipay client over the paced session: built on first use, then shared by all workers."""
+        with self._token_api_lock:
+            if self._token_api is None:
+                self._token_api = self._new_token_api(self.session)
+            return self._token_api
 
     # -- one token ---------------------------------------------------------------------------------
 
@@ -155,7 +125,7 @@ class RefreshService:
             return SKIPPED  # not due any more, leased by a live worker, or not active
         pair = self.store.open_current(record)
         try:
-            grant = self._token_api().refresh(pair.app_refresh_token, pace=self._pace)
+            grant = self.token_api().refresh(pair.app_refresh_token)
         except AlipayApiError as exc:
             if exc.grant_dead and exc.verified and self._rotated_by_someone_else(record):
                 return RACED

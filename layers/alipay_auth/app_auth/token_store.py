@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from alipay_v3 import AppToken
 
@@ -146,6 +146,28 @@ class TokenPair:
         return "TokenPair(<redacted>)"
 
 
+class Admission(Protocol):
+    """Whether a token replaces the stored record, and the ISV reference it is stored with; asked
+    again of whatever another writer left when it got there first (``grants`` holds the rules)."""
+
+    def supersedes(self, existing: TokenRecord) -> bool: ...
+
+    def isv_ref(self, existing: TokenRecord | None) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Replace:
+    """Always replaces; stored with ``ref``."""
+
+    ref: str | None = None
+
+    def supersedes(self, existing: TokenRecord) -> bool:
+        return True
+
+    def isv_ref(self, existing: TokenRecord | None) -> str | None:
+        return self.ref
+
+
 class TokenStore:
     """Typed access to the token items. The table, the cipher, the schedule and the clock are injected."""
 
@@ -221,25 +243,34 @@ class TokenStore:
     # -- authorizations ----------------------------------------------------------------------------
 
     def save_authorization(
-        self, token: AppToken, *, isv_app_id: str, isv_ref: str | None, due_at: float | None = None
-    ) -> TokenRecord:
-        """Store a freshly obtained token, superseding any earlier authorization of the same app.
+        self,
+        token: AppToken,
+        *,
+        isv_app_id: str,
+        admission: Admission = Replace(),
+        due_at: float | None = None,
+    ) -> TokenRecord | None:
+        """Store a freshly obtained token unless ``admission`` holds it back (None).
 
-        Whether it should supersede is ``grants``' decision; this is the write. The superseded pair
-        stays as ``previous`` through the schedule's grace window. Saving the token already stored
-        changes nothing (a notification and a callback may both bring it), except that a reference
-        is added where there was none. Conditional on the version read, retried a few times when
-        another writer got there first. ``due_at`` overrides the schedule (seeding a test stack).
+        The superseded pair stays as ``previous`` through the schedule's grace window. Saving the
+        token already stored changes nothing (a notification and a callback may both bring it),
+        except that a reference is added where there was none. Conditional on the version read;
+        when another writer got there first, ``admission`` decides again against what it left.
+        ``due_at`` overrides the schedule (seeding a test stack).
         """
         pk = token_pk(token.auth_app_id)
         digest = token_digest(token.app_auth_token)
         existing = self._table.get(pk, "TOKEN")
         for _ in range(5):
-            if existing is not None and existing.get("token_digest", {}).get("S") == digest:
-                if isv_ref and "isv_ref" not in existing:
+            record = TokenRecord.from_item(existing) if existing is not None else None
+            if record is not None and not admission.supersedes(record):
+                return None
+            isv_ref = admission.isv_ref(record)
+            if existing is not None and record is not None and record.token_digest == digest:
+                if isv_ref and record.isv_ref is None:
                     # The notification stored this token first; the callback knows whose it is.
                     return self._add_isv_ref(existing, isv_ref)
-                return TokenRecord.from_item(existing)
+                return record
             now = self._clock()
             values: dict[str, Any] = {
                 "pk": pk,

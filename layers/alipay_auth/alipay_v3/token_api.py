@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,32 +131,14 @@ class TokenApi:
             {"grant_type": "authorization_code", "code": app_auth_code}, encrypt, idempotent=False
         )
 
-    def refresh(
-        self,
-        app_refresh_token: str,
-        *,
-        encrypt: bool = False,
-        pace: AbstractContextManager[object] | None = None,
-    ) -> TokenGrant:
+    def refresh(self, app_refresh_token: str, *, encrypt: bool = False) -> TokenGrant:
         """grant_type=refresh_token. Retried after lost answers (the old refresh token stays valid through
-        its grace window), but not after a read timeout (see ``AlipayClient``, also for ``pace``)."""
+        its grace window), but not after a read timeout (see ``AlipayClient``)."""
         _check_grant_value(app_refresh_token, "app_refresh_token")
         return self._call(
-            {"grant_type": "refresh_token", "refresh_token": app_refresh_token},
-            encrypt,
-            idempotent=True,
-            pace=pace,
+            {"grant_type": "refresh_token", "refresh_token": app_refresh_token}, encrypt, idempotent=True
         )
 
-    def _call(
-        self,
-        body: dict[str, str],
-        encrypt: bool,
-        *,
-        idempotent: bool,
-        pace: AbstractContextManager[object] | None = None,
-    ) -> TokenGrant:
-        response = self.client.call(
-            "POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent, pace=pace
-        )
+    def _call(self, body: dict[str, str], encrypt: bool, *, idempotent: bool) -> TokenGrant:
+        response = self.client.call("POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent)
         return TokenGrant(parse_token_response(response.data, self.clock()), response.trace_id)

@@ -14,7 +14,7 @@ from alipay_v3 import (
 )
 from alipay_v3.keys import cert_sn
 from alipay_v3.server import sign_response
-from alipay_v3.tokens import mask, parse_token_response
+from alipay_v3.token_api import mask, parse_token_response
 
 TOKEN_FIELDS = {
     "user_id": "2088000000000001",
