@@ -20,8 +20,8 @@ serve: ## keep the local stack running and print a link to open in a browser (CO
 test: ## run the whole test suite: unit, interop (official Node SDK), integration, e2e (Chromium), chaos, security, load (200)
 	LOAD_AUTHORIZATIONS=$${LOAD_AUTHORIZATIONS:-200} LOAD_RESULT=$${LOAD_RESULT:-.pytest_cache/load.json} $(PY) -m pytest
 
-test-fast: ## unit tests and the store contract over in-memory fakes (no AWS stand-ins)
-	$(PY) -m pytest tests/unit tests/contract -m "not integration"
+test-fast: ## unit tests, the lifecycle services and the store contract over in-memory fakes (no AWS stand-ins)
+	$(PY) -m pytest tests/unit tests/fast tests/contract -m "not integration"
 
 lint: ## ruff, formatting and mypy
 	$(VENV)/bin/ruff check .

@@ -34,7 +34,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from app_auth import pages
 from app_auth.container import get_container
-from app_auth.errors import AppAuthError, InvalidRequest, NotFound, StateRejected, StorageError
+from app_auth.errors import (
+    AppAuthError,
+    InvalidRequest,
+    NotConfigured,
+    NotFound,
+    StateRejected,
+    StorageError,
+)
 from app_auth.outcomes import ANSWERS, CallbackOutcome
 from app_auth.tokens import TokenUnusable, read_current_token
 
@@ -117,14 +124,16 @@ def _callback_url(request: Request) -> str:
 
 @route("GET /authorize")
 def authorize(request: Request) -> Response:
-    link = get_container().authorization.consent_link_for_state(request.query.get("state") or "")
+    link = get_container().authorization.consent_link_for_state(
+        request.query.get("state") or "", callback_url=_callback_url(request)
+    )
     return _redirect(link)
 
 
 @route("GET /callback")
 def callback(request: Request) -> Response:
     container = get_container()
-    result = container.authorization.handle_callback(request.query)
+    result = container.authorization.handle_callback(request.query, callback_url=_callback_url(request))
     metrics.add_metric(name=f"Callback_{result.outcome}", unit=MetricUnit.Count, value=1)
     logger.info(
         "callback answered",
@@ -199,16 +208,28 @@ def _find_route(event: Mapping[str, Any]) -> tuple[Route, Mapping[str, str]]:
     return ROUTES[key], event.get("pathParameters") or {}
 
 
+class Unavailable(AppAuthError):
+    """What a caller is told of a failure nothing translated (logged whole where it was caught)."""
+
+    code = "unavailable"
+
+
 def _refusal(event: Mapping[str, Any], exc: AppAuthError) -> Response:
     """One error, in the form its caller reads: JSON for the ISV's routes, text for Alipay's
     notifications, a page for the merchant's browser."""
-    if isinstance(exc, StateRejected | InvalidRequest):
+    if isinstance(exc, Unavailable):
+        status, page = 503, "unavailable"
+    elif isinstance(exc, StateRejected | InvalidRequest):
         status, page = 400, "state_rejected" if isinstance(exc, StateRejected) else "invalid"
         logger.info("request refused", code=exc.code)
     elif isinstance(exc, NotFound):
         status, page = 404, "not_found"
     elif isinstance(exc, TokenUnusable):
         status, page = 409, "invalid"
+    elif isinstance(exc, NotConfigured):
+        status, page = 503, "not_configured"
+        logger.error("service not configured", code=exc.code, error=exc.message)
+        metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
     elif isinstance(exc, StorageError):
         status, page = 503, "unavailable"
         logger.error("dependency failure", code=exc.code, error=exc.message)
@@ -232,3 +253,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Response:
         return found(Request(event, path_parameters))
     except AppAuthError as exc:
         return _refusal(event, exc)
+    except Exception:  # a bug or an untranslated failure: logged whole, answered in the caller's form
+        logger.exception("unhandled error")
+        metrics.add_metric(name="UnhandledErrors", unit=MetricUnit.Count, value=1)
+        return _refusal(event, Unavailable("temporarily unavailable"))

@@ -46,8 +46,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     for outcome, name in _METRICS.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary.count(outcome))
     metrics.add_metric(name="RefreshLagSeconds", unit=MetricUnit.Seconds, value=summary.max_lag_seconds)
+    metrics.add_metric(
+        name="ConfigurationErrors", unit=MetricUnit.Count, value=int(summary.configuration_error is not None)
+    )
     result = asdict(summary)
     logger.info("refresh run finished", **result)
+    if summary.configuration_error:
+        return result  # a retry would be refused alike: the ConfigurationErrors alarm says what to fix
     if summary.left_retryable:
         raise RefreshIncomplete(
             f"{summary.count(FAILED)} refreshes failed and will be retried"

@@ -14,6 +14,7 @@ from alipay_v3 import AppToken
 from app_auth.crypto import EnvelopeCipher
 from app_auth.errors import ConcurrentUpdate, NotFound
 from app_auth.flow_store import ClaimStatus, FlowStore
+from app_auth.run_lease import RunLease
 from app_auth.schedule import RotationSchedule
 from app_auth.table import ConditionFailed, Table
 from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED, Replace, TokenStore, token_pk
@@ -306,3 +307,24 @@ def test_notifications_seen_once_remembered(flow: FlowStore) -> None:
     assert not flow.notification_seen("n1")
     flow.remember_notification("n1", kind="open_app_auth_notify", ttl_seconds=60)
     assert flow.notification_seen("n1") and not flow.notification_seen("n2")
+
+
+# -- the run lease ---------------------------------------------------------------------------------
+
+
+def test_one_run_at_a_time(table: Table, clock: Clock, store: TokenStore) -> None:
+    lease = RunLease(table, "refresh", clock=clock)
+    # Given a run holding the lease for its invocation's time
+    assert lease.acquire("run-1", 300)
+    # When another starts meanwhile  Then it is refused; the holder may renew its own
+    assert not lease.acquire("run-2", 300)
+    assert lease.acquire("run-1", 300)
+    # And once released (or expired), the next run takes it; a late release of the old one is a no-op
+    lease.release("run-1")
+    assert lease.acquire("run-2", 300)
+    lease.release("run-1")
+    assert not lease.acquire("run-3", 300)
+    clock.advance(301)
+    assert lease.acquire("run-3", 300)
+    # The lease is no token: never listed, never due
+    assert list(store.list_tokens()) == [] and list(store.due_app_ids(clock.now + 10**9)) == []

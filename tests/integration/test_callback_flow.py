@@ -7,12 +7,15 @@ HTTP front that speaks API Gateway's payload 2.0. Given/When/Then in each test's
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 
+from app_auth.container import build_container, set_container
 from sandbox.emulator import Fault
 
 pytestmark = pytest.mark.integration
@@ -237,3 +240,26 @@ def test_authorize_route_redirects_to_the_consent_page_once(stack):
         f"{stack.url}/authorize", params={"state": "nope"}, allow_redirects=False, timeout=10
     )
     assert bad.status_code == 400
+
+
+def test_a_default_deploy_without_a_callback_url_serves_its_links(stack):
+    # Given the template's default settings: CallbackUrl empty, so no CALLBACK_URL
+    settings = dataclasses.replace(stack.container.settings, callback_url=None)
+    set_container(build_container(settings, client=stack.aws.client, sleep=lambda _: None))
+    own_callback = f"https://{urlsplit(stack.url).netloc}/callback"
+
+    # When the ISV creates a link and the merchant opens its /authorize form
+    link = stack.create_link("shop-1")
+    state = parse_qs(urlsplit(link).query)["state"][0]
+    opened = stack.http.get(
+        f"{stack.url}/authorize", params={"state": state}, allow_redirects=False, timeout=10
+    )
+
+    # Then the merchant goes on to Alipay, to come back to this API's own /callback
+    assert opened.status_code == 302
+    assert parse_qs(urlsplit(opened.headers["Location"]).query)["redirect_uri"] == [own_callback]
+
+    # And a failed callback's page offers a fresh link that comes back there too
+    failed = stack.callback({**stack.consent(link), "app_auth_code": "P" * 32})
+    assert failed.status_code == 410 and 'data-outcome="code_spent"' in failed.text
+    assert quote(own_callback, safe="") in failed.text and "state=v1." in failed.text

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
+from app_auth.container import build_container
 from app_auth.events import EventPublisher
 from app_auth.refresh import NEEDS_REAUTH, REFRESHED, SKIPPED, RefreshPolicy, RefreshService
+from app_auth.token_store import ACTIVE
 from sandbox.emulator import Fault
+from sandbox.seed import seed_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +181,30 @@ def test_a_run_starts_its_calls_at_alipay_no_faster_than_the_rate(stack):
     # Eleven calls at ten a second span at least a second; a slow machine only spreads them more.
     # (A few ms of slack: the spacing is kept where the calls leave, and they arrive a little apart.)
     assert len(arrivals) == len(apps) and arrivals[-1] - arrivals[0] >= 1.0 - 0.05, arrivals
+
+
+def test_a_wrong_app_id_in_the_secret_stops_the_run_and_touches_no_merchant(stack):
+    # Given 100 due tokens, and a secret whose app id Alipay does not know (a configuration mistake)
+    apps = [f"20210000000009{n:02d}" for n in range(100)]
+    seed_tokens(stack.emulator.authority, stack.container.store, stack.creds.app_id, apps)
+    before = {app: stack.container.store.get_token(app) for app in apps}
+    config = stack.aws.client("secretsmanager").get_secret_value(
+        SecretId=stack.container.settings.alipay_secret_id
+    )["SecretString"]
+    stack.aws.client("secretsmanager").put_secret_value(
+        SecretId=stack.container.settings.alipay_secret_id,
+        SecretString=json.dumps({**json.loads(config), "app_id": "2021999999999999"}),
+    )
+    container = build_container(stack.container.settings, client=stack.aws.client, sleep=lambda _: None)
+    calls = stack.emulator.requests_received
+
+    # When the scheduled refresher runs
+    summary = container.refresher.run(remaining_seconds=lambda: 300)
+
+    # Then it stopped on the first refusals, said why once, and no merchant changed
+    assert summary.configuration_error == "invalid-app-id" and summary.stopped_early
+    assert stack.emulator.requests_received - calls <= 2 * container.refresher.policy.concurrency
+    after = {app: container.store.get_token(app) for app in apps}
+    assert {(r.status, r.failures, r.version) for r in after.values()} == {(ACTIVE, 0, 1)}
+    assert all(after[app].sealed.current == before[app].sealed.current for app in apps)
+    assert [e["detail-type"] for e in stack.published_events()] == ["Configuration Error"]

@@ -60,7 +60,7 @@ _KNOWN_FIELDS = {
     "gateway",
     "app_public_key",
 }
-_APP_ID = re.compile(r"^\d{6,32}$")
+_APP_ID = re.compile(r"[0-9]{6,32}")  # fullmatch: "$" would let a trailing newline through
 
 
 def resolve_gateway(value: str | None) -> str:
@@ -125,7 +125,7 @@ class AlipayConfig:
         if unknown:
             raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
         app_id = str(data.get("app_id") or "").strip()
-        if not _APP_ID.match(app_id):
+        if not _APP_ID.fullmatch(app_id):
             raise ConfigError(
                 "app_id must be the numeric APPID from the Alipay console (e.g. 2021000000000001)"
             )

@@ -9,19 +9,32 @@ from __future__ import annotations
 
 from typing import Any
 
+# The authorization code is spent or never existed: only a new authorization by the merchant helps.
+CODE_SPENT_CODES = frozenset({"AUTH_CODE_NOT_EXIST", "AUTH_CODE_NOT_VALID"})
 # Business codes after which the grant itself is spent: retrying with the same code or
 # refresh token can never succeed, only a new authorization by the merchant can.
-DEAD_GRANT_CODES = frozenset(
+DEAD_GRANT_CODES = CODE_SPENT_CODES | {
+    "REFRESH_TOKEN_NOT_EXIST",
+    "REFRESH_TOKEN_NOT_VALID",
+    "REFRESH_TOKEN_TIME_OUT",
+    "AUTH_TOKEN_NOT_FOUND",
+    "invalid-app-auth-token",
+    "app-auth-token-time-out",
+}
+# Our own configuration is at fault (app id, keys, certificates, the app's role), not any merchant's
+# grant: "授权令牌授予的应用AppId与当前应用AppId不一致 — 确认授权令牌和应用标识是否正确" for
+# APP_ID_NOT_CONSISTENT (docs/alipay-v3-protocol.md section 8.5); the others are the gateway's
+# refusals of the caller (section 8.6 for APP_NOT_ISV).
+CONFIGURATION_CODES = frozenset(
     {
-        "AUTH_CODE_NOT_EXIST",
-        "AUTH_CODE_NOT_VALID",
-        "REFRESH_TOKEN_NOT_EXIST",
-        "REFRESH_TOKEN_NOT_VALID",
-        "REFRESH_TOKEN_TIME_OUT",
-        "AUTH_TOKEN_NOT_FOUND",
         "APP_ID_NOT_CONSISTENT",
-        "invalid-app-auth-token",
-        "app-auth-token-time-out",
+        "APP_NOT_ISV",
+        "invalid-app-id",
+        "invalid-signature",
+        "app-cert-not-exist",
+        "invalid-alipay-root-cert-sn",
+        "invalid-encrypt-type",
+        "insufficient-isv-permissions",
     }
 )
 
@@ -137,6 +150,16 @@ class AlipayApiError(AlipayError):
     def grant_dead(self) -> bool:
         """True when the code or refresh token used is spent for good."""
         return self.code in DEAD_GRANT_CODES
+
+    @property
+    def code_spent(self) -> bool:
+        """True when the authorization code used is spent or never existed."""
+        return self.code in CODE_SPENT_CODES
+
+    @property
+    def configuration_error(self) -> bool:
+        """True when Alipay refuses the caller itself: the ISV's configuration, never a merchant's grant."""
+        return self.code in CONFIGURATION_CODES
 
 
 class RequestVerificationError(AlipayError):

@@ -14,7 +14,7 @@ from .errors import AlipayError, MalformedResponseError
 TOKEN_PATH = "/v3/alipay/open/auth/token/app"  # noqa: S105 - an API path, not a secret
 # Codes and tokens seen in the wild are 32-40 characters of [A-Za-z0-9]; allow some slack for the
 # format to grow, but nothing that could smuggle a separator into a request or a log line.
-_GRANT_VALUE = re.compile(r"^[A-Za-z0-9_.\-]{8,128}$")
+_GRANT_VALUE = re.compile(r"[A-Za-z0-9_.\-]{8,128}")
 
 
 def mask(secret: str | None) -> str:
@@ -113,7 +113,7 @@ def parse_token_response(data: Mapping[str, Any], obtained_at: float) -> tuple[A
 
 
 def _check_grant_value(value: str, name: str) -> None:
-    if not isinstance(value, str) or not _GRANT_VALUE.match(value):
+    if not isinstance(value, str) or not _GRANT_VALUE.fullmatch(value):
         raise AlipayError(
             f"{name} has an impossible shape (8-128 letters and digits expected)", code="invalid-argument"
         )

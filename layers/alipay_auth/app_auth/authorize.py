@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from alipay_v3 import AlipayApiError, AlipayError, TokenApi
+from alipay_v3.errors import CODE_SPENT_CODES
 
 from .errors import AppAuthError, ConcurrentUpdate, InvalidRequest, NotFound, StateRejected, StorageError
 from .flow_store import ClaimStatus, FlowStore, code_hash
@@ -31,7 +32,7 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_CODE = re.compile(r"^[A-Za-z0-9]{16,64}$")
+_CODE = re.compile(r"[A-Za-z0-9]{16,64}")
 SOURCE = "alipay_app_auth"
 # How long a second request for the same code waits for the first one to finish before it is
 # told to reload: long enough for a normal exchange, short enough for a browser.
@@ -106,16 +107,20 @@ class AuthorizationService:
         )
         return classic
 
-    def _fresh_link(self, isv_ref: str | None) -> str | None:
+    def _fresh_link(self, isv_ref: str | None, callback_url: str | None) -> str | None:
         """A new link for a merchant whose attempt failed, when one can be made."""
         try:
-            return self.create_link(isv_ref).url
+            return self.create_link(isv_ref, callback_url=callback_url).url
         except AppAuthError:
             return None
 
     # -- the callback ------------------------------------------------------------------------------
 
-    def handle_callback(self, params: Mapping[str, str]) -> CallbackResult:
+    def handle_callback(
+        self, params: Mapping[str, str], *, callback_url: str | None = None
+    ) -> CallbackResult:
+        """``callback_url``: the redirect URI for the fresh link of a failure page, when the settings
+        name none (a default deploy: the API's own /callback)."""
         code, state_id = self._validate(params)
         digest = code_hash(code)
         isv_ref = None
@@ -131,19 +136,23 @@ class AuthorizationService:
             digest, isv_ref=isv_ref, ttl_seconds=self.settings.code_claim_ttl_seconds
         )
         if existing is not None:
-            return self._answer_duplicate(digest, existing.isv_ref if existing.isv_ref else isv_ref)
+            return self._answer_duplicate(digest, existing.isv_ref or isv_ref, callback_url)
 
         try:
             grant = self._token_api().exchange_code(code)
         except AlipayApiError as exc:
             self.flow.finish_claim(digest, ClaimStatus.FAILED, error_code=exc.code)
             logger.warning("code exchange refused by Alipay: %s (trace id %s)", exc.code, exc.trace_id)
-            if exc.grant_dead:
+            if exc.code_spent:
                 return CallbackResult(
-                    CallbackOutcome.CODE_SPENT, isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref)
+                    CallbackOutcome.CODE_SPENT,
+                    isv_ref=isv_ref,
+                    fresh_link=self._fresh_link(isv_ref, callback_url),
                 )
             return CallbackResult(
-                CallbackOutcome.UNCONFIRMED, isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref)
+                CallbackOutcome.UNCONFIRMED,
+                isv_ref=isv_ref,
+                fresh_link=self._fresh_link(isv_ref, callback_url),
             )
         except AlipayError as exc:
             # Sent but unanswered, or answered with something we cannot trust: the code may be
@@ -151,7 +160,9 @@ class AuthorizationService:
             self.flow.finish_claim(digest, ClaimStatus.FAILED, error_code=exc.code)
             logger.warning("code exchange failed: %s", exc.code)
             return CallbackResult(
-                CallbackOutcome.UNCONFIRMED, isv_ref=isv_ref, fresh_link=self._fresh_link(isv_ref)
+                CallbackOutcome.UNCONFIRMED,
+                isv_ref=isv_ref,
+                fresh_link=self._fresh_link(isv_ref, callback_url),
             )
 
         ids = tuple(t.auth_app_id for t in grant.tokens)
@@ -185,7 +196,7 @@ class AuthorizationService:
         code = params.get("app_auth_code")
         if not code:
             raise InvalidRequest("the callback carries no app_auth_code", code="missing-code")
-        if not _CODE.match(code):
+        if not _CODE.fullmatch(code):
             raise InvalidRequest("the app_auth_code is malformed", code="malformed-code")
         state = params.get("state")
         if state:
@@ -197,7 +208,7 @@ class AuthorizationService:
             )
         return code, None
 
-    def _answer_duplicate(self, digest: str, isv_ref: str | None) -> CallbackResult:
+    def _answer_duplicate(self, digest: str, isv_ref: str | None, callback_url: str | None) -> CallbackResult:
         """A reload, a double click or a concurrent duplicate: answer from the first request's record."""
         deadline = self._clock() + _DUPLICATE_WAIT_SECONDS
         while True:
@@ -213,10 +224,10 @@ class AuthorizationService:
             )
         if claim.status == ClaimStatus.PARKED:
             return CallbackResult(CallbackOutcome.PARKED, claim.auth_app_ids, claim.isv_ref, repeated=True)
-        spent = claim.error_code in ("AUTH_CODE_NOT_VALID", "AUTH_CODE_NOT_EXIST")
+        spent = claim.error_code in CODE_SPENT_CODES
         return CallbackResult(
             CallbackOutcome.CODE_SPENT if spent else CallbackOutcome.UNCONFIRMED,
             isv_ref=claim.isv_ref,
             repeated=True,
-            fresh_link=self._fresh_link(claim.isv_ref),
+            fresh_link=self._fresh_link(claim.isv_ref, callback_url),
         )

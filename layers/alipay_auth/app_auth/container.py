@@ -22,7 +22,7 @@ from alipay_v3 import AlipayClient, AlipayConfig, ConfigError, TokenApi
 from .authorize import AuthorizationService
 from .aws import AwsClients
 from .crypto import EnvelopeCipher
-from .errors import StorageError
+from .errors import NotConfigured, StorageError
 from .events import EventPublisher
 from .flow_store import FlowStore
 from .grants import Grants
@@ -54,7 +54,7 @@ class SecretSource:
     def alipay_config(self) -> AlipayConfig:
         with self._lock:
             if self._config is None:
-                self._config = AlipayConfig.from_json(self._read(self._settings.alipay_secret_id))
+                self._config = _load_alipay_config(self._read(self._settings.alipay_secret_id))
             return self._config
 
     def reload_alipay_config(self) -> AlipayConfig:
@@ -65,8 +65,22 @@ class SecretSource:
     def state_key(self) -> bytes:
         key = self._read(self._settings.state_secret_id).encode()
         if len(key) < 32:
-            raise ConfigError("the state signing secret must be at least 32 characters")
+            raise NotConfigured("the state signing secret must be at least 32 characters")
         return key
+
+
+def _load_alipay_config(text: str) -> AlipayConfig:
+    """The protocol's ConfigError becomes the lifecycle's NotConfigured, saying what to do."""
+    try:
+        return AlipayConfig.from_json(text)
+    except ConfigError as exc:
+        if "REPLACE_ME" in text:
+            message = "the Alipay secret still holds the placeholder the stack created"
+        else:
+            message = f"the Alipay configuration in the secret does not load: {exc.message}"
+        raise NotConfigured(
+            f"{message}; put the ISV app's configuration there with `alipay-auth keys import`"
+        ) from exc
 
 
 @dataclass

@@ -54,3 +54,24 @@ class EncryptionError(AppAuthError):
     """A sealed field could not be opened: wrong key, wrong item, or tampering."""
 
     code = "encryption-error"
+
+
+class NotConfigured(AppAuthError):
+    """This service's own configuration is missing or unusable: the placeholder secret the stack
+    creates, or a secret that does not load. Nothing a caller sent is at fault."""
+
+    code = "not-configured"
+
+
+class ConfigurationRefused(AppAuthError):
+    """Alipay refused this service itself (app id, keys, certificates): no merchant's grant is at
+    fault, so no token is changed for it. ``alipay_code`` is Alipay's code."""
+
+    code = "configuration-refused"
+
+    def __init__(self, alipay_code: str) -> None:
+        super().__init__(
+            f"Alipay refused this service's configuration ({alipay_code}): check the app id, keys and "
+            "certificates in the Alipay secret with `alipay-v3 keys check`; no token was changed"
+        )
+        self.alipay_code = alipay_code

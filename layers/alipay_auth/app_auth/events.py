@@ -21,6 +21,8 @@ REVOKED = "Authorization Revoked"
 REFRESH_FAILED = "Token Refresh Failed"
 RECOVERED = "Token Refresh Recovered"
 NEEDS_REAUTHORIZATION = "Reauthorization Needed"
+REFERENCE_CHANGED = "Authorization Reference Changed"
+CONFIGURATION_ERROR = "Configuration Error"
 
 # Only these keys may appear in a detail: a whitelist, so a token can never slip in by accident.
 _ALLOWED_DETAIL = frozenset(
@@ -29,6 +31,7 @@ _ALLOWED_DETAIL = frozenset(
         "isv_app_id",
         "user_id",
         "isv_ref",
+        "previous_isv_ref",
         "version",
         "status",
         "reason",

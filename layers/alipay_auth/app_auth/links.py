@@ -29,13 +29,13 @@ B_ALIPAY_TASK_PAGE = "https://b.alipay.com/page/message/tasksDetail"
 APP_TYPES = ["TINYAPP", "WEBAPP", "PUBLICAPP", "MOBILEAPP", "BASEAPP"]
 
 _STATE_VERSION = "v1"
-_ISV_REF = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+_ISV_REF = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
 
 
 def check_isv_ref(isv_ref: str | None) -> str | None:
     if isv_ref is None or isv_ref == "":
         return None
-    if not _ISV_REF.match(isv_ref):
+    if not _ISV_REF.fullmatch(isv_ref):
         raise InvalidRequest(
             "ref must be 1-128 characters of letters, digits and _ . : @ -", code="invalid-ref"
         )

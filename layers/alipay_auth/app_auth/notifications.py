@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ AUTH_NOTIFY = "open_app_auth_notify"
 CANCELLED = "alipay.open.auth.appauth.cancelled"
 ACKNOWLEDGED = "success"
 _SEEN_TTL_SECONDS = 30 * 86400
+_NOTIFY_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 
 
 @dataclass(kw_only=True)
@@ -65,9 +67,15 @@ class NotificationService:
             )
         if params.get("app_id") != config.app_id:
             raise InvalidRequest("the notification is for another application", code="wrong-app-id")
-        notify_id = params.get("notify_id") or params.get("msg_uid")
+        # De-duplicated on notify_id alone: msg_uid is the merchant's Alipay uid, not a message id
+        # (docs/alipay-v3-protocol.md section 8.7). A padded notify_id ("…&utc_timestamp=…") can
+        # still verify, since the v2 sign string can be built from other fields: only the plain
+        # token Alipay sends is accepted. Refused, a message is sent again by Alipay.
+        notify_id = params.get("notify_id")
         if not notify_id:
             raise InvalidRequest("the notification carries no notify_id", code="missing-notify-id")
+        if not _NOTIFY_ID.fullmatch(notify_id):
+            raise InvalidRequest("the notification's notify_id is malformed", code="malformed-notify-id")
         if self.flow.notification_seen(notify_id):
             return ACKNOWLEDGED
         kind = params.get("msg_method") or params.get("notify_type") or "unknown"

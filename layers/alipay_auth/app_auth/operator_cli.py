@@ -35,7 +35,15 @@ from alipay_v3.diagnose import Report
 
 from . import refresh
 from .container import Container, build_container
-from .errors import AppAuthError, ConcurrentUpdate, EncryptionError, InvalidRequest, NotFound, StorageError
+from .errors import (
+    AppAuthError,
+    ConcurrentUpdate,
+    EncryptionError,
+    InvalidRequest,
+    NotConfigured,
+    NotFound,
+    StorageError,
+)
 from .local_stack import (
     LOCAL_STACK_FILE,
     LOCAL_STACK_FILE_VARIABLE,
@@ -478,6 +486,8 @@ def _explain(exc: Exception) -> tuple[int, str]:
             return EXIT_NOT_NOW, exc.message
         if exc.code in ("state-rejected", "state-used", "state-expired"):
             return EXIT_FAILED, exc.message
+        return EXIT_USAGE, exc.message
+    if isinstance(exc, NotConfigured):
         return EXIT_USAGE, exc.message
     if isinstance(exc, StorageError | EncryptionError):
         return EXIT_AWS, f"{exc.message} [{exc.code}]"

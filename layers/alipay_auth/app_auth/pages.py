@@ -105,6 +105,13 @@ PAGES = {
         "请稍后刷新此页面重试，您的授权不会丢失。",
         "Please reload this page in a moment; your authorization is not lost.",
     ),
+    "not_configured": Page(
+        "warn",
+        "服务尚未配置完成",
+        "This service is not set up yet",
+        "服务商尚未完成配置。请稍后刷新此页面重试，或联系服务商。",
+        "The service provider has not finished setting it up. Please reload later or contact them.",
+    ),
     "not_found": Page("bad", "页面不存在", "Page not found", "请检查链接地址。", "Please check the address."),
 }
 _MARKS = {"ok": "✓", "warn": "…", "bad": "!"}

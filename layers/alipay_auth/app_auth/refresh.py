@@ -12,6 +12,9 @@ keeps valid through its grace window, and the lease expires so the next run trie
 ``REFRESH_TOKEN_NOT_VALID`` is first suspected to be a lost race: the item is re-read, and if
 another worker rotated it, that is success. Only a verified dead grant marks the app as needing
 re-authorization; anything else backs off (growing, capped, jittered) and is tried again later.
+When Alipay refuses the caller itself (``AlipayApiError.configuration_error``: a wrong app id, key
+or certificate), every token would fail alike: the run stops, one ``Configuration Error`` is
+announced, and no token is changed.
 
 A scheduled run sends its events through an ``events.EventBatch`` (ten to a PutEvents call); an
 on-demand ``refresh_one`` sends its own at once.
@@ -34,7 +37,7 @@ import requests
 from alipay_v3 import AlipayApiError, AlipayError, TokenApi
 
 from . import events
-from .errors import AppAuthError, ConcurrentUpdate, NotFound
+from .errors import AppAuthError, ConcurrentUpdate, ConfigurationRefused, NotFound
 from .pacing import paced_session
 from .settings import Settings
 from .token_store import TokenRecord, TokenStore
@@ -75,6 +78,7 @@ class RunSummary:
     max_lag_seconds: float = 0.0
     stopped_early: bool = False
     left_retryable: bool = False
+    configuration_error: str | None = None  # Alipay's code, when it refused our configuration
 
     def count(self, outcome: str) -> int:
         return self.outcomes.get(outcome, 0)
@@ -127,6 +131,9 @@ class RefreshService:
         try:
             grant = self.token_api().refresh(pair.app_refresh_token)
         except AlipayApiError as exc:
+            if exc.configuration_error:
+                # Every token would fail alike: the run stops, this one's lease lapses, none is marked.
+                raise ConfigurationRefused(exc.code) from exc
             if exc.grant_dead and exc.verified and self._rotated_by_someone_else(record):
                 return RACED
             return self._failed(record, exc, sink, dead=exc.grant_dead and exc.verified)
@@ -198,10 +205,21 @@ class RefreshService:
         due: Iterator[tuple[str, float]] = self.store.due_app_ids(now, limit=limit)
         lock = threading.Lock()
         batch = self.publisher.batch()
+        refused = threading.Event()
 
         def one(auth_app_id: str) -> None:
+            if refused.is_set():
+                return
             try:
                 outcome = self.refresh_one(auth_app_id, sink=batch)
+            except ConfigurationRefused as exc:
+                with lock:
+                    if summary.configuration_error is None:
+                        summary.configuration_error = exc.alipay_code
+                        logger.error("refresh run stopped: %s", exc.message)
+                        batch.publish(events.CONFIGURATION_ERROR, error_code=exc.alipay_code)
+                refused.set()
+                return
             except AppAuthError as exc:  # storage trouble for this one item: the next run retries it
                 logger.warning("refresh of %s could not be completed: %s", auth_app_id, exc.code)
                 outcome = FAILED
@@ -214,7 +232,7 @@ class RefreshService:
             for auth_app_id, due_at in due:
                 summary.due += 1
                 summary.max_lag_seconds = max(summary.max_lag_seconds, now - due_at)
-                if remaining_seconds() < self.policy.stop_margin_seconds:
+                if refused.is_set() or remaining_seconds() < self.policy.stop_margin_seconds:
                     summary.stopped_early = True
                     break
                 if len(running) >= self.policy.concurrency * 4:

@@ -1,0 +1,217 @@
+"""NotificationService.handle: Alipay's signed notifications (authorized, cancelled), verified before
+anything is read, recorded through Grants (route NOTIFICATION), each handled once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from alipay_v3 import sign_notification
+from app_auth import events
+from app_auth.errors import InvalidRequest
+from app_auth.grants import Route
+from app_auth.notifications import ACKNOWLEDGED
+from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED
+from app_auth.tokens import TokenUnusable, read_current_token
+from sandbox.credentials import new_rsa_key
+from tests.fast.world import MERCHANT_APP, World
+
+ISV = "2021000000000001"
+OTHER_APP = "2088000000000002"
+
+
+def seed(world: World, app: str = MERCHANT_APP, *, isv_ref: str | None = "shop-1") -> None:
+    world.grants.record(world.alipay.issue(app), via=Route.CALLBACK, isv_app_id=ISV, isv_ref=isv_ref)
+    world.events.entries.clear()
+
+
+def current_token(world: World, app: str = MERCHANT_APP) -> str:
+    return world.store.open_current(world.store.get_token(app)).app_auth_token
+
+
+def test_a_signed_authorization_fills_in_a_token_whose_callback_never_came(world: World) -> None:
+    # Given nothing stored, and Alipay's signed authorization notification
+    token = world.alipay.issue(MERCHANT_APP)
+    params = world.signed(world.authorized_notification(token, notify_id="n-1"))
+    # When it is handled
+    answer = world.notifications.handle(params)
+    # Then it is acknowledged, the token stored through the notification route, without a reference
+    assert answer == ACKNOWLEDGED
+    record = world.store.get_token(MERCHANT_APP)
+    assert (record.status, record.isv_ref) == (ACTIVE, None)
+    assert current_token(world) == token.app_auth_token
+    [(kind, detail)] = world.events.published()
+    assert (kind, detail["via"], detail["auth_app_id"]) == (events.AUTHORIZED, "notification", MERCHANT_APP)
+    assert token.app_auth_token not in str(world.events.entries)
+    assert world.flow.notification_seen("n-1")
+
+
+def test_a_duplicate_notification_is_acknowledged_and_not_handled_again(world: World) -> None:
+    # Given a notification handled once
+    params = world.signed(world.authorized_notification(world.alipay.issue(MERCHANT_APP)))
+    world.notifications.handle(params)
+    writes, announced = list(world.dynamodb.calls), list(world.events.entries)
+    # When Alipay delivers it again
+    answer = world.notifications.handle(params)
+    # Then it is acknowledged, and nothing is written or announced
+    assert answer == ACKNOWLEDGED
+    assert world.dynamodb.calls == writes
+    assert world.events.entries == announced
+
+
+def test_a_notification_never_overwrites_a_live_token(world: World) -> None:
+    # Given a live token from the callback
+    seed(world)
+    live = current_token(world)
+    # When a notification with another pair arrives later
+    world.clock.advance(60)
+    late = world.alipay.issue(MERCHANT_APP)
+    answer = world.notifications.handle(world.signed(world.authorized_notification(late)))
+    # Then it is acknowledged and held back
+    assert answer == ACKNOWLEDGED
+    assert current_token(world) == live
+    assert world.store.get_token(MERCHANT_APP).isv_ref == "shop-1"
+    assert world.events.entries == []
+
+
+def test_a_reauthorization_notified_after_a_dead_grant_revives_it_with_its_reference(world: World) -> None:
+    # Given a token of shop-1 Alipay declared dead
+    seed(world)
+    leased = world.store.acquire_lease(MERCHANT_APP, "w", 60, force=True)
+    world.store.record_refresh_failure(leased, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
+    dead_at = world.clock()
+    # When the merchant re-authorizes and only the notification arrives, sent after that
+    world.clock.advance(30)
+    token = world.alipay.issue(MERCHANT_APP)
+    params = world.authorized_notification(token, sent_at=dead_at + 5)
+    world.notifications.handle(world.signed(params))
+    # Then the new pair is stored, active, still shop-1's
+    record = world.store.get_token(MERCHANT_APP)
+    assert (record.status, record.isv_ref) == (ACTIVE, "shop-1")
+    assert current_token(world) == token.app_auth_token
+    [(kind, detail)] = world.events.published()
+    assert (kind, detail["isv_ref"]) == (events.AUTHORIZED, "shop-1")
+
+
+def test_a_notification_sent_before_a_grant_died_does_not_revive_it(world: World) -> None:
+    # Given a notification Alipay sent, and the grant declared dead after that
+    seed(world)
+    token = world.alipay.issue(MERCHANT_APP)
+    params = world.authorized_notification(token, sent_at=world.clock())
+    world.clock.advance(120)
+    leased = world.store.acquire_lease(MERCHANT_APP, "w", 60, force=True)
+    world.store.record_refresh_failure(leased, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
+    # When the notification is (re)delivered
+    assert world.notifications.handle(world.signed(params)) == ACKNOWLEDGED
+    # Then the grant stays dead
+    assert world.store.get_token(MERCHANT_APP).status == NEEDS_REAUTH
+    assert world.events.entries == []
+
+
+def test_a_cancellation_revokes_and_is_announced(world: World) -> None:
+    # Given a live token of shop-1
+    seed(world)
+    # When the merchant cancels the authorization
+    answer = world.notifications.handle(world.signed(world.cancellation(MERCHANT_APP)))
+    # Then it is revoked, out of the schedule, no longer handed out, and announced once
+    assert answer == ACKNOWLEDGED
+    record = world.store.get_token(MERCHANT_APP)
+    assert (record.status, record.due_at) == (REVOKED, None)
+    with pytest.raises(TokenUnusable):
+        read_current_token(world.store, MERCHANT_APP)
+    [(kind, detail)] = world.events.published()
+    assert kind == events.REVOKED
+    assert (detail["auth_app_id"], detail["isv_ref"], detail["reason"]) == (
+        MERCHANT_APP,
+        "shop-1",
+        "cancelled",
+    )
+
+
+def test_a_duplicate_cancellation_does_not_revoke_a_later_authorization(world: World) -> None:
+    # Given a cancellation handled, and then the merchant authorizing again
+    seed(world)
+    cancellation = world.signed(world.cancellation(MERCHANT_APP, notify_id="c-1"))
+    world.notifications.handle(cancellation)
+    world.clock.advance(60)
+    seed(world)
+    # When Alipay delivers the same cancellation again
+    assert world.notifications.handle(cancellation) == ACKNOWLEDGED
+    # Then the new authorization is untouched
+    assert world.store.get_token(MERCHANT_APP).status == ACTIVE
+    assert world.events.entries == []
+
+
+def test_a_cancellation_of_an_unknown_app_is_acknowledged_quietly(world: World) -> None:
+    # Given nothing stored  When a cancellation comes  Then it is acknowledged; nothing stored or sent
+    assert world.notifications.handle(world.signed(world.cancellation(MERCHANT_APP))) == ACKNOWLEDGED
+    assert world.store.find_token(MERCHANT_APP) is None
+    assert world.events.entries == []
+
+
+def test_cancellations_without_notify_id_of_two_apps_of_one_merchant_both_count(world: World) -> None:
+    # Given two apps of the same merchant, authorized
+    seed(world, MERCHANT_APP)
+    seed(world, OTHER_APP)
+    # When the merchant cancels both, in messages that carry no notify_id
+    refused = set()
+    for app in (MERCHANT_APP, OTHER_APP):
+        try:
+            world.notifications.handle(world.signed(world.cancellation(app, with_notify_id=False)))
+        except InvalidRequest:
+            refused.add(app)  # refusing what it cannot de-duplicate is fine: Alipay sends it again
+    # Then neither is silently dropped: each cancellation acknowledged was applied
+    for app in (MERCHANT_APP, OTHER_APP):
+        assert app in refused or world.store.get_token(app).status == REVOKED, app
+
+
+def test_other_notifications_are_acknowledged_without_action(world: World) -> None:
+    # Given a signed notification of another subscription
+    params = world.signed(
+        {
+            "notify_id": "x-1",
+            "notify_type": "trade_status_sync",
+            "app_id": ISV,
+            "notify_time": "2025-11-25 00:00:00",
+        }
+    )
+    # When it is handled  Then it is acknowledged, remembered, and nothing else happens
+    assert world.notifications.handle(params) == ACKNOWLEDGED
+    assert world.flow.notification_seen("x-1")
+    assert world.items("APP#") == [] and world.events.entries == []
+
+
+Forgery = Callable[[World, dict[str, str]], dict[str, str]]
+FORGERIES: dict[str, tuple[Forgery, str]] = {
+    "signed by another key": (
+        lambda w, p: sign_notification(p, new_rsa_key()),
+        "invalid-notification-signature",
+    ),
+    "changed after signing": (
+        lambda w, p: {**w.signed(p), "biz_content": p["biz_content"].replace(MERCHANT_APP, OTHER_APP)},
+        "invalid-notification-signature",
+    ),
+    "not RSA2": (lambda w, p: {**w.signed(p), "sign_type": "RSA"}, "invalid-notification-signature"),
+    "unsigned": (lambda w, p: p, "unsigned-notification"),
+    "for another ISV app": (lambda w, p: w.signed({**p, "app_id": "2021999999999999"}), "wrong-app-id"),
+    "without notify_id": (
+        lambda w, p: w.signed({k: v for k, v in p.items() if k != "notify_id"}),
+        "missing-notify-id",
+    ),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_notification_that_fails_verification_is_refused_and_leaves_no_trace(
+    world: World, forgery: str
+) -> None:
+    # Given an authorization notification tampered with in one way
+    forge, code = FORGERIES[forgery]
+    params = forge(world, world.authorized_notification(world.alipay.issue(MERCHANT_APP), notify_id="n-9"))
+    # When it is handled  Then it is refused with a clear code, and nothing is stored, remembered or sent
+    with pytest.raises(InvalidRequest) as refused:
+        world.notifications.handle(params)
+    assert refused.value.code == code
+    assert world.items("APP#") == [] and world.items("NOTIFY#") == []
+    assert world.events.entries == []

@@ -1,0 +1,323 @@
+"""RefreshService: one token's rotation (refresh_one) and a scheduled run (run), against a scripted
+Alipay - committed, skipped, backed off, declared dead only on Alipay's verified word, races seen
+as races."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from alipay_v3 import AlipayError, AppToken, TokenGrant
+from app_auth import events
+from app_auth.errors import ConfigurationRefused
+from app_auth.grants import Route
+from app_auth.refresh import FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
+from app_auth.token_store import ACTIVE, TokenRecord, TokenStatus
+from tests.fast.fake_alipay import api_error, transport_error
+from tests.fast.world import MERCHANT_APP, World
+
+ISV = "2021000000000001"
+
+
+def seed(world: World, *apps: str, isv_ref: str | None = "shop-1") -> dict[str, AppToken]:
+    """Authorized apps (as a callback stores them), their announcements forgotten."""
+    tokens = {}
+    for app in apps or (MERCHANT_APP,):
+        tokens[app] = world.alipay.issue(app)
+        world.grants.record(tokens[app], via=Route.CALLBACK, isv_app_id=ISV, isv_ref=isv_ref)
+    world.events.entries.clear()
+    return tokens
+
+
+def come_due(world: World, app: str = MERCHANT_APP) -> None:
+    due_at = world.store.get_token(app).due_at
+    assert due_at is not None
+    world.clock.now = max(world.clock.now, due_at)
+
+
+def record(world: World, app: str = MERCHANT_APP) -> TokenRecord:
+    return world.store.get_token(app)
+
+
+def refresh_token(world: World, app: str = MERCHANT_APP) -> str:
+    return world.store.open_current(record(world, app)).app_refresh_token
+
+
+def published(world: World, kind: str) -> list[dict[str, object]]:
+    return [detail for k, detail in world.events.published() if k == kind]
+
+
+# -- one token -------------------------------------------------------------------------------------
+
+
+def test_a_due_token_is_refreshed_and_the_new_pair_committed(world: World) -> None:
+    # Given an authorized app whose rotation is due
+    old = seed(world)[MERCHANT_APP]
+    come_due(world)
+    # When it is refreshed
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then Alipay got the stored refresh token, and the pair it granted is committed as version 2
+    assert outcome == REFRESHED
+    assert world.alipay.refreshes == [old.app_refresh_token]
+    after = record(world)
+    current = world.store.open_current(after)
+    assert after.version == 2 and after.status == ACTIVE and after.failures == 0
+    assert current.app_auth_token != old.app_auth_token and current.app_refresh_token != old.app_refresh_token
+    # And the old pair is still served through its grace window, and the next rotation is scheduled
+    previous = world.store.open_previous(after)
+    assert previous is not None and previous.app_auth_token == old.app_auth_token
+    assert after.due_at is not None and after.due_at > world.clock()
+    # And the rotation is announced, without a secret
+    [detail] = published(world, events.REFRESHED)
+    assert (detail["auth_app_id"], detail["version"], detail["isv_ref"]) == (MERCHANT_APP, 2, "shop-1")
+    raw = json.dumps(world.events.entries)
+    assert current.app_auth_token not in raw and old.app_refresh_token not in raw
+
+
+def test_a_token_not_due_is_skipped_without_calling_alipay(world: World) -> None:
+    # Given a freshly authorized app
+    seed(world)
+    # When a refresh of it is asked for
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then nothing happens
+    assert outcome == SKIPPED
+    assert world.alipay.refreshes == [] and world.events.entries == []
+    assert record(world).version == 1
+
+
+def test_a_verified_dead_grant_needs_reauthorization_announced_once(world: World) -> None:
+    # Given a due token whose refresh token Alipay says, signed, is no longer valid
+    seed(world)
+    come_due(world)
+    world.alipay.answer_refresh(api_error("REFRESH_TOKEN_NOT_VALID", verified=True))
+    # When it is refreshed, and refreshed again (even forced)
+    first = world.refresher.refresh_one(MERCHANT_APP)
+    second = world.refresher.refresh_one(MERCHANT_APP, force=True)
+    # Then it needs re-authorization, leaves the schedule, and that is announced once
+    assert (first, second) == (NEEDS_REAUTH, SKIPPED)
+    after = record(world)
+    assert (after.status, after.due_at) == (TokenStatus.NEEDS_REAUTH, None)
+    assert len(world.alipay.refreshes) == 1
+    [detail] = published(world, events.NEEDS_REAUTHORIZATION)
+    assert (detail["auth_app_id"], detail["error_code"]) == (MERCHANT_APP, "REFRESH_TOKEN_NOT_VALID")
+    assert list(world.store.due_app_ids(world.clock() + 10**9)) == []
+
+
+def test_an_unsigned_dead_grant_answer_only_backs_off(world: World) -> None:
+    # Given a due token, and an error claiming the grant is dead that Alipay did not sign
+    seed(world)
+    come_due(world)
+    world.alipay.answer_refresh(api_error("REFRESH_TOKEN_NOT_VALID", verified=False))
+    # When it is refreshed
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then it is a failure to retry, not a dead merchant
+    assert outcome == FAILED
+    assert record(world).status == ACTIVE
+    assert published(world, events.NEEDS_REAUTHORIZATION) == []
+
+
+def test_a_configuration_error_never_declares_the_merchant_dead(world: World) -> None:
+    # Given a due token, and Alipay saying (signed) the grant belongs to another app: our config
+    seed(world)
+    come_due(world)
+    before = record(world)
+    world.alipay.answer_refresh(api_error("APP_ID_NOT_CONSISTENT", verified=True))
+    # When it is refreshed  Then the refusal names our configuration, and the token is as it was
+    with pytest.raises(ConfigurationRefused) as refused:
+        world.refresher.refresh_one(MERCHANT_APP)
+    assert refused.value.alipay_code == "APP_ID_NOT_CONSISTENT" and "keys check" in refused.value.message
+    after = record(world)
+    assert (after.status, after.failures, after.due_at, after.version) == (
+        ACTIVE,
+        0,
+        before.due_at,
+        before.version,
+    )
+    assert world.events.entries == []
+
+
+def test_a_run_meeting_a_configuration_error_stops_and_says_so_once(world: World) -> None:
+    # Given many due tokens, and a secret Alipay refuses for every one of them
+    apps = [f"20880000000002{n:02d}" for n in range(40)]
+    seed(world, *apps)
+    come_due(world, apps[0])
+    world.alipay.answer_refresh(*[api_error("APP_ID_NOT_CONSISTENT", verified=True)] * len(apps))
+    # When the run goes
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    # Then it stops taking work, no token changed, and one Configuration Error is announced
+    assert summary.configuration_error == "APP_ID_NOT_CONSISTENT" and summary.stopped_early
+    assert summary.count(REFRESHED) == summary.count(NEEDS_REAUTH) == summary.count(FAILED) == 0
+    assert len(world.alipay.refreshes) < len(apps)  # the run stopped: not every token was tried
+    assert {(record(world, app).status, record(world, app).failures) for app in apps} == {(ACTIVE, 0)}
+    assert [kind for kind, _ in world.events.published()] == [events.CONFIGURATION_ERROR]
+    [detail] = published(world, events.CONFIGURATION_ERROR)
+    assert detail["error_code"] == "APP_ID_NOT_CONSISTENT" and set(detail) == {"error_code", "at"}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        api_error("SYSTEM_ERROR", http_status=500),
+        api_error("aop.ACQ.SYSTEM_ERROR", http_status=429, verified=False),
+        transport_error(request_sent=True, timed_out=True),
+        transport_error(request_sent=False),
+    ],
+    ids=["system-error", "throttled", "timed-out", "not-sent"],
+)
+def test_a_transient_failure_backs_off_and_keeps_the_stored_pair(world: World, error: AlipayError) -> None:
+    # Given a due token, and Alipay failing this once
+    old = seed(world)[MERCHANT_APP]
+    come_due(world)
+    world.alipay.answer_refresh(error)
+    now = world.clock()
+    # When it is refreshed
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then it failed, will be retried within the first backoff step, and the stored pair is untouched
+    assert outcome == FAILED
+    after = record(world)
+    base = world.refresher.policy.backoff_base_seconds
+    assert after.due_at is not None and now + base / 2 <= after.due_at <= now + base
+    assert (after.status, after.version, after.failures) == (ACTIVE, 1, 1)
+    assert after.last_error == error.code
+    assert refresh_token(world) == old.app_refresh_token
+    assert [d["auth_app_id"] for d in published(world, events.REFRESH_FAILED)] == [MERCHANT_APP]
+    # And it is not taken again before then
+    assert world.refresher.refresh_one(MERCHANT_APP) == SKIPPED
+    assert len(world.alipay.refreshes) == 1
+
+
+def test_backoff_grows_with_each_failure_and_a_success_recovers(world: World) -> None:
+    # Given a due token that fails twice, then succeeds
+    seed(world)
+    come_due(world)
+    world.alipay.answer_refresh(api_error("SYSTEM_ERROR", http_status=500), transport_error())
+    base = world.refresher.policy.backoff_base_seconds
+    waits = []
+    for _ in range(2):
+        now = world.clock()
+        assert world.refresher.refresh_one(MERCHANT_APP) == FAILED
+        waits.append((record(world).due_at or 0) - now)
+        come_due(world)
+    recovered = world.refresher.refresh_one(MERCHANT_APP)
+    # Then the second wait is drawn from twice the first's range; one failure event per spell,
+    # a recovery event at the end, and the failure count reset
+    assert base / 2 <= waits[0] <= base and base <= waits[1] <= 2 * base
+    assert recovered == REFRESHED
+    assert world.events.types() == [events.REFRESH_FAILED, events.REFRESHED, events.RECOVERED]
+    assert (record(world).failures, record(world).version) == (0, 2)
+
+
+def test_not_valid_after_a_reauthorization_meanwhile_is_a_race_not_a_dead_grant(world: World) -> None:
+    # Given a due token, and the merchant re-authorizing while our refresh is at Alipay
+    seed(world)
+    come_due(world)
+    fresh = world.alipay.issue(MERCHANT_APP)
+
+    def reauthorized_meanwhile(sent: str) -> TokenGrant:
+        world.grants.record(fresh, via=Route.CALLBACK, isv_app_id=ISV, isv_ref="shop-1")
+        raise api_error("REFRESH_TOKEN_NOT_VALID", verified=True)
+
+    world.alipay.answer_refresh(reauthorized_meanwhile)
+    # When Alipay answers that our (now superseded) refresh token is not valid
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then it is a lost race: the re-authorized pair stays, active, and no one is told to re-authorize
+    assert outcome == RACED
+    assert record(world).status == ACTIVE
+    assert world.store.open_current(record(world)).app_auth_token == fresh.app_auth_token
+    assert published(world, events.NEEDS_REAUTHORIZATION) == []
+
+
+def test_not_valid_after_another_refresher_rotated_is_a_race(world: World) -> None:
+    # Given a due token, and our call so slow that our lease ran out and another refresher rotated it
+    old = seed(world)[MERCHANT_APP]
+    come_due(world)
+    other = world.another_refresher("refresher-2")
+
+    def overtaken(sent: str) -> TokenGrant:
+        world.clock.advance(world.refresher.policy.lease_seconds + 1)
+        assert other.refresh_one(MERCHANT_APP) == REFRESHED
+        raise api_error("REFRESH_TOKEN_NOT_VALID", verified=True)
+
+    world.alipay.answer_refresh(overtaken)
+    # When Alipay answers ours with REFRESH_TOKEN_NOT_VALID
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then it is a race: the other refresher's pair is stored and the merchant stays active
+    assert outcome == RACED
+    after = record(world)
+    assert (after.status, after.version, after.failures) == (ACTIVE, 2, 0)
+    assert world.alipay.refreshes == [old.app_refresh_token, old.app_refresh_token]
+    assert world.store.open_current(after).app_auth_token == world.alipay.issued[-1].app_auth_token
+    assert published(world, events.NEEDS_REAUTHORIZATION) == []
+
+
+def test_a_commit_that_lost_to_a_reauthorization_is_a_race_and_keeps_the_new_grant(world: World) -> None:
+    # Given a due token, re-authorized while Alipay rotated it for us
+    seed(world)
+    come_due(world)
+    fresh = world.alipay.issue(MERCHANT_APP)
+
+    def rotated_but_reauthorized(sent: str) -> TokenGrant:
+        world.grants.record(fresh, via=Route.CALLBACK, isv_app_id=ISV, isv_ref="shop-1")
+        return world.alipay.grant(MERCHANT_APP)
+
+    world.alipay.answer_refresh(rotated_but_reauthorized)
+    # When our refresh comes back with a new pair
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then our commit is refused (fenced by the version): the re-authorization is what is stored
+    assert outcome == RACED
+    assert world.store.open_current(record(world)).app_auth_token == fresh.app_auth_token
+    assert published(world, events.REFRESHED) == []
+
+
+# -- a scheduled run -------------------------------------------------------------------------------
+
+APPS = ("2088000000000011", "2088000000000012", "2088000000000013", "2088000000000014")
+
+
+def test_a_run_refreshes_every_due_token_and_leaves_the_rest(world: World) -> None:
+    # Given four due tokens, and one authorized later that is not due yet
+    seed(world, *APPS)
+    come_due(world, APPS[0])
+    seed(world, "2088000000000099")
+    # When the scheduled run goes
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    # Then each due token was rotated once, the other not; each rotation announced
+    assert (summary.due, summary.count(REFRESHED), summary.stopped_early) == (4, 4, False)
+    assert not summary.left_retryable
+    assert {app: record(world, app).version for app in (*APPS, "2088000000000099")} == {
+        **dict.fromkeys(APPS, 2),
+        "2088000000000099": 1,
+    }
+    assert len(world.alipay.refreshes) == 4
+    assert sorted(str(d["auth_app_id"]) for d in published(world, events.REFRESHED)) == sorted(APPS)
+
+
+def test_a_run_that_meets_a_failure_says_it_left_work_to_retry(world: World) -> None:
+    # Given two due tokens, one of which Alipay fails
+    seed(world, *APPS[:2])
+    come_due(world, APPS[0])
+    world.alipay.answer_refresh(api_error("SYSTEM_ERROR", http_status=500))
+    # When the run goes
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    # Then one is refreshed, one failed, and the run reports retryable work
+    assert (summary.count(REFRESHED), summary.count(FAILED)) == (1, 1)
+    assert summary.left_retryable
+
+
+def test_a_run_stops_taking_work_when_time_runs_short(world: World) -> None:
+    # Given four due tokens, and an invocation whose time falls under the stop margin after the first
+    seed(world, *APPS)
+    come_due(world, APPS[0])
+    margin = world.refresher.policy.stop_margin_seconds
+    remaining = itertools.chain([margin + 60], itertools.repeat(margin - 1))
+    # When the run goes
+    summary = world.refresher.run(remaining_seconds=lambda: next(remaining))
+    # Then it took one token, stopped before the next, and says work is left
+    assert summary.stopped_early and summary.left_retryable
+    assert summary.count(REFRESHED) == 1 and len(world.alipay.refreshes) == 1
+    versions = sorted(record(world, app).version for app in APPS)
+    assert versions == [1, 1, 1, 2]
+    # And the untouched ones are still due for the next run
+    assert len(list(world.store.due_app_ids(world.clock()))) == 3

@@ -1,0 +1,266 @@
+"""The world of a fast test: one clock, the in-memory AWS fakes, a scripted Alipay, and the lifecycle
+services wired over them as ``app_auth.container.build_container`` wires them over boto3.
+
+Everything runs in this process, on a clock that moves only when a test moves it (the services'
+``sleep`` moves it too, so a wait costs no time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from alipay_v3 import AlipayConfig, AppToken, sign_notification
+from app_auth.authorize import SOURCE, AuthorizationService
+from app_auth.crypto import EnvelopeCipher
+from app_auth.events import EventPublisher
+from app_auth.flow_store import FlowStore
+from app_auth.grants import Grants
+from app_auth.links import StateSigner
+from app_auth.notifications import AUTH_NOTIFY, CANCELLED, NotificationService
+from app_auth.refresh import RefreshPolicy, RefreshService
+from app_auth.replay import ReplayQueue
+from app_auth.settings import Settings
+from app_auth.table import Table
+from app_auth.token_store import TokenStore
+from sandbox.credentials import DevCredentials
+from tests.fakes.clock import Clock
+from tests.fakes.dynamodb import FakeDynamoDB
+from tests.fakes.events import FakeEvents
+from tests.fakes.kms import FakeKMS
+from tests.fast.fake_alipay import FakeTokenApi
+
+MERCHANT_APP = "2088000000000001"
+CHINA_TIME = dt.timezone(dt.timedelta(hours=8))
+STATE_KEY = b"fast-tier-state-signing-key-of-32+bytes"
+
+
+class FakeSQS:
+    """Records ``send_message`` (all ``ReplayQueue`` calls); ``down`` makes it fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+        self.down = False
+
+    def send_message(self, *, QueueUrl: str, MessageBody: str) -> dict[str, str]:
+        if self.down:
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": ""}}, "SendMessage")
+        self.sent.append({"QueueUrl": QueueUrl, "MessageBody": MessageBody})
+        return {"MessageId": str(len(self.sent))}
+
+
+class TokenWritesFailingDynamoDB(FakeDynamoDB):
+    """FakeDynamoDB whose writes to token items fail while ``failing`` is set (a throttled table)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    def put_item(self, *, TableName: str, Item: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if self.failing and Item["pk"]["S"].startswith("APP#"):
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": ""}}, "PutItem"
+            )
+        return super().put_item(TableName=TableName, Item=Item, **kwargs)
+
+
+@dataclass
+class World:
+    clock: Clock
+    creds: DevCredentials
+    config: AlipayConfig
+    settings: Settings
+    dynamodb: FakeDynamoDB
+    kms: FakeKMS
+    events: FakeEvents
+    sqs: FakeSQS
+    alipay: FakeTokenApi
+    store: TokenStore
+    flow: FlowStore
+    publisher: EventPublisher
+    grants: Grants
+    signer: StateSigner
+    authorization: AuthorizationService
+    notifications: NotificationService
+    refresher: RefreshService
+    replay: ReplayQueue
+    _codes: list[int] = field(default_factory=lambda: [0])
+
+    # -- the callback ------------------------------------------------------------------------------
+
+    def new_code(self) -> str:
+        self._codes[0] += 1
+        return f"P1798b{self._codes[0]:026d}"
+
+    def callback_params(self, code: str, state: str | None) -> dict[str, str]:
+        """What Alipay's redirect brings back to the callback."""
+        params = {"app_id": self.config.app_id, "source": SOURCE, "app_auth_code": code}
+        if state is not None:
+            params["state"] = state
+        return params
+
+    # -- notifications -----------------------------------------------------------------------------
+
+    def china_time(self, at: float | None = None) -> str:
+        return dt.datetime.fromtimestamp(self.clock() if at is None else at, CHINA_TIME).strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
+
+    def authorized_notification(
+        self, token: AppToken, *, notify_id: str | None = None, sent_at: float | None = None
+    ) -> dict[str, str]:
+        """An ``open_app_auth_notify`` form as Alipay posts it (unsigned: see ``signed``)."""
+        detail = {
+            "app_auth_token": token.app_auth_token,
+            "app_refresh_token": token.app_refresh_token,
+            "user_id": token.user_id,
+            "auth_app_id": token.auth_app_id,
+            "app_id": self.config.app_id,
+            "expires_in": str(token.expires_in),
+            "re_expires_in": str(token.re_expires_in),
+            "auth_time": self.china_time(),
+        }
+        return {
+            "notify_id": notify_id or uuid.uuid4().hex,
+            "notify_type": AUTH_NOTIFY,
+            "notify_time": self.china_time(sent_at),
+            "charset": "utf-8",
+            "version": "1.0",
+            "app_id": self.config.app_id,
+            "auth_app_id": token.auth_app_id,
+            "status": "execute_auth",
+            "biz_content": json.dumps({"notify_context": {"trigger": "user_app_auth"}, "detail": detail}),
+        }
+
+    def cancellation(
+        self,
+        auth_app_id: str,
+        *,
+        notify_id: str | None = None,
+        user_id: str = "2088100000000001",
+        with_notify_id: bool = True,
+    ) -> dict[str, str]:
+        """An ``alipay.open.auth.appauth.cancelled`` message-service form (unsigned)."""
+        params = {
+            "utc_timestamp": str(int(self.clock() * 1000)),
+            "msg_method": CANCELLED,
+            "app_id": self.config.app_id,
+            "msg_type": "sys",
+            "msg_uid": user_id,
+            "msg_app_id": auth_app_id,
+            "version": "1.1",
+            "charset": "utf-8",
+            "biz_content": json.dumps({"auth_app_id": auth_app_id, "user_id": user_id}),
+        }
+        if with_notify_id:
+            params["notify_id"] = notify_id or uuid.uuid4().hex
+        return params
+
+    def signed(self, params: dict[str, str]) -> dict[str, str]:
+        """Signed with Alipay's key, as Alipay signs a notification."""
+        return sign_notification(params, self.creds.alipay_key)
+
+    def another_refresher(self, owner: str) -> RefreshService:
+        """A second refresher (another execution environment) over the same table and Alipay."""
+        return RefreshService(
+            settings=self.settings,
+            store=self.store,
+            token_api=lambda session: self.alipay,  # type: ignore[arg-type,return-value]
+            publisher=self.publisher,
+            policy=self.refresher.policy,
+            clock=self.clock,
+            owner=owner,
+        )
+
+    # -- reading back ------------------------------------------------------------------------------
+
+    def items(self, prefix: str) -> list[dict[str, Any]]:
+        table = self.dynamodb.tables.get(self.settings.table_name, {})
+        return [item for (pk, _), item in table.items() if pk.startswith(prefix)]
+
+
+def build_world(
+    creds: DevCredentials,
+    config: AlipayConfig,
+    *,
+    dynamodb: FakeDynamoDB | None = None,
+    policy: RefreshPolicy | None = None,
+    allow_stateless_callbacks: bool = False,
+    merchant_apps: tuple[str, ...] = (MERCHANT_APP,),
+) -> World:
+    """The services over fakes, wired as ``build_container`` wires them."""
+    clock = Clock()
+    settings = Settings(
+        table_name="alipay-app-auth-fast",
+        alipay_secret_id="alipay-secret",
+        state_secret_id="state-secret",
+        kms_key_id="alias/tokens",
+        event_bus_name="alipay-app-auth",
+        replay_queue_url="https://sqs.example/replay",
+        callback_url="https://isv.example/callback",
+        allow_stateless_callbacks=allow_stateless_callbacks,
+    )
+    dynamodb = dynamodb or FakeDynamoDB()
+    kms, events, sqs = FakeKMS(), FakeEvents(), FakeSQS()
+    alipay = FakeTokenApi(clock, merchant_apps)
+    cipher = EnvelopeCipher(kms, settings.kms_key_id, settings.table_name)
+    table = Table(dynamodb, settings.table_name)
+    store = TokenStore(table, cipher, settings.schedule, clock=clock)
+    flow = FlowStore(table, clock=clock)
+    publisher = EventPublisher(events, settings.event_bus_name, clock=clock)
+    grants = Grants(store, publisher)
+    signer = StateSigner(STATE_KEY, clock=clock)
+    replay = ReplayQueue(sqs, settings.replay_queue_url, cipher)
+    authorization = AuthorizationService(
+        settings=settings,
+        flow=flow,
+        grants=grants,
+        signer=lambda: signer,
+        token_api=lambda: alipay,  # type: ignore[arg-type,return-value]  # TokenApi's surface
+        isv_app_id=lambda: config.app_id,
+        replay=replay,
+        clock=clock,
+        sleep=clock.advance,
+    )
+    notifications = NotificationService(
+        tokens=store,
+        flow=flow,
+        grants=grants,
+        alipay_config=lambda: config,
+        publisher=publisher,
+        clock=clock,
+    )
+    refresher = RefreshService(
+        settings=settings,
+        store=store,
+        token_api=lambda session: alipay,  # type: ignore[arg-type,return-value]
+        publisher=publisher,
+        policy=policy,
+        clock=clock,
+        owner="refresher-1",
+    )
+    return World(
+        clock=clock,
+        creds=creds,
+        config=config,
+        settings=settings,
+        dynamodb=dynamodb,
+        kms=kms,
+        events=events,
+        sqs=sqs,
+        alipay=alipay,
+        store=store,
+        flow=flow,
+        publisher=publisher,
+        grants=grants,
+        signer=signer,
+        authorization=authorization,
+        notifications=notifications,
+        refresher=refresher,
+        replay=replay,
+    )
