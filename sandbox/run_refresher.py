@@ -5,7 +5,7 @@ returns them, plus the AWS endpoint variables of ``LocalAws.process_env()``) and
 ``RefreshService.run`` once, or again and again until nothing is due (``--until-done``, bounded
 by ``--max-seconds``). Prints one JSON line per run and a last line with the totals.
 
-Tuning for tests, all optional::
+Tuning for tests, all optional (``RefreshPolicy.from_env``)::
 
     REFRESH_LEASE_SECONDS, REFRESH_CONCURRENCY, REFRESH_MAX_CALLS_PER_SECOND,
     REFRESH_BACKOFF_BASE_SECONDS, REFRESH_BACKOFF_CAP_SECONDS, REFRESH_STOP_MARGIN_SECONDS
@@ -30,27 +30,10 @@ from typing import Any
 
 from alipay_v3 import TokenApi, TokenGrant
 from app_auth.container import build_container
-from app_auth.events import EventSink
 from app_auth.refresh import RefreshOutcome, RefreshPolicy, RefreshService
 from app_auth.settings import Settings
 
-_POLICY_VARIABLES = {
-    "lease_seconds": "REFRESH_LEASE_SECONDS",
-    "concurrency": "REFRESH_CONCURRENCY",
-    "max_calls_per_second": "REFRESH_MAX_CALLS_PER_SECOND",
-    "backoff_base_seconds": "REFRESH_BACKOFF_BASE_SECONDS",
-    "backoff_cap_seconds": "REFRESH_BACKOFF_CAP_SECONDS",
-    "stop_margin_seconds": "REFRESH_STOP_MARGIN_SECONDS",
-}
 _IDLE_SECONDS = 0.2  # between runs while leased items wait for their lease to expire
-
-
-def policy_from_env(env: Mapping[str, str]) -> RefreshPolicy:
-    values: dict[str, Any] = {}
-    for name, variable in _POLICY_VARIABLES.items():
-        if env.get(variable):
-            values[name] = int(env[variable]) if name == "concurrency" else float(env[variable])
-    return RefreshPolicy(**values)
 
 
 def client_options_from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -100,13 +83,11 @@ class _TracedRefreshService(RefreshService):
         self._trace = trace
         self._current = current
 
-    def refresh_one(
-        self, auth_app_id: str, *, force: bool = False, sink: EventSink | None = None
-    ) -> RefreshOutcome:
+    def refresh_one(self, auth_app_id: str, **options: Any) -> RefreshOutcome:
         self._current.app = auth_app_id
         if self._trace is not None:
             self._trace.write("start", auth_app_id)
-        outcome = super().refresh_one(auth_app_id, force=force, sink=sink)
+        outcome = super().refresh_one(auth_app_id, **options)
         if self._trace is not None:
             self._trace.write("done", auth_app_id, outcome)
         return outcome
@@ -130,7 +111,7 @@ def build_refresher(env: Mapping[str, str] | None = None) -> RefreshService:
         store=container.store,
         token_api=container.new_token_api,
         publisher=container.publisher,
-        policy=policy_from_env(env),
+        policy=RefreshPolicy.from_env(env),
     )
 
 

@@ -1,8 +1,9 @@
 """EventBridge Scheduler adapter: one call into the rotation use case per scheduled run.
 
-The run stops taking work before the invocation's time is up and leaves the rest to the next
-run. When it leaves retryable failures behind it raises, so that the schedule's retry policy,
-the dead-letter queue and the failure alarm all see it; the summary is logged either way.
+A run succeeds when it did its work: a token that failed backs off on its own, and what a run left
+for lack of time the next run takes; both are metrics, not Lambda errors, so Lambda never retries
+a whole run (the template sets no retries) and the errors alarm means the function itself broke.
+A run that overlaps another (the run lease) ends at once. The metrics are flushed on every path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from app_auth.container import get_container
-from app_auth.refresh import FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
+from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
 
 logger = Logger(service="alipay-app-auth")
 # The layer logs through the standard library: give it this function's JSON format and level.
@@ -29,11 +30,8 @@ _METRICS = {
     NEEDS_REAUTH: "TokensNeedingReauthorization",
     RACED: "TokensRaced",
     SKIPPED: "TokensSkipped",
+    DEFERRED: "TokensDeferred",
 }
-
-
-class RefreshIncomplete(Exception):
-    """Raised after the run so the failure is visible to Lambda's retry, the DLQ and the alarm."""
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -46,16 +44,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     for outcome, name in _METRICS.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary.count(outcome))
     metrics.add_metric(name="RefreshLagSeconds", unit=MetricUnit.Seconds, value=summary.max_lag_seconds)
-    metrics.add_metric(
-        name="ConfigurationErrors", unit=MetricUnit.Count, value=int(summary.configuration_error is not None)
-    )
+    for name, happened in (
+        ("ConfigurationErrors", summary.configuration_error is not None),
+        ("RunsStoppedEarly", summary.stopped_early),
+        ("RunsOverlapped", summary.overlapped),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=int(happened))
     result = asdict(summary)
     logger.info("refresh run finished", **result)
-    if summary.configuration_error:
-        return result  # a retry would be refused alike: the ConfigurationErrors alarm says what to fix
-    if summary.left_retryable:
-        raise RefreshIncomplete(
-            f"{summary.count(FAILED)} refreshes failed and will be retried"
-            + ("; the run stopped early for lack of time" if summary.stopped_early else "")
-        )
     return result

@@ -13,7 +13,7 @@ from alipay_v3 import AlipayError, AppToken, TokenGrant
 from app_auth import events
 from app_auth.errors import ConfigurationRefused
 from app_auth.grants import Route
-from app_auth.refresh import FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
+from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
 from app_auth.token_store import ACTIVE, TokenRecord, TokenStatus
 from tests.fast.fake_alipay import api_error, transport_error
 from tests.fast.world import MERCHANT_APP, World
@@ -307,17 +307,50 @@ def test_a_run_that_meets_a_failure_says_it_left_work_to_retry(world: World) -> 
 
 
 def test_a_run_stops_taking_work_when_time_runs_short(world: World) -> None:
-    # Given four due tokens, and an invocation whose time falls under the stop margin after the first
+    # Given four due tokens, and an invocation that took the run lease with little time left
     seed(world, *APPS)
     come_due(world, APPS[0])
     margin = world.refresher.policy.stop_margin_seconds
     remaining = itertools.chain([margin + 60], itertools.repeat(margin - 1))
     # When the run goes
     summary = world.refresher.run(remaining_seconds=lambda: next(remaining))
-    # Then it took one token, stopped before the next, and says work is left
+    # Then it took no work, and says work is left
     assert summary.stopped_early and summary.left_retryable
-    assert summary.count(REFRESHED) == 1 and len(world.alipay.refreshes) == 1
-    versions = sorted(record(world, app).version for app in APPS)
-    assert versions == [1, 1, 1, 2]
-    # And the untouched ones are still due for the next run
-    assert len(list(world.store.due_app_ids(world.clock()))) == 3
+    assert summary.outcomes == {} and world.alipay.refreshes == []
+    # And every one is still due for the next run, unleased
+    assert len(list(world.store.due_app_ids(world.clock()))) == 4
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).count(REFRESHED) == 4
+
+
+# -- a run under Lambda's rules -----------------------------------------------------------------------
+
+
+def test_a_run_that_overlaps_another_ends_without_work(world: World) -> None:
+    # Given due tokens, and another execution environment's run still going (it holds the run lease)
+    seed(world, *APPS)
+    come_due(world, APPS[0])
+    other = world.another_refresher("refresher-2")
+    assert other.run_lease is not None and other.run_lease.acquire(other.owner, 300)
+    # When the next scheduled run starts
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    # Then it ends at once: no lease taken, no call at Alipay, nothing to retry
+    assert summary.overlapped and summary.due == 0 and not summary.left_retryable
+    assert world.alipay.refreshes == [] and {record(world, app).version for app in APPS} == {1}
+    # And once the other run is over, a run does the work
+    other.run_lease.release(other.owner)
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).count(REFRESHED) == len(APPS)
+
+
+def test_no_alipay_call_starts_without_the_time_it_may_take(world: World) -> None:
+    # Given a due token, and a run whose time runs short between taking the work and calling Alipay
+    seed(world)
+    come_due(world)
+    left = iter([900.0, 900.0, world.refresher.policy.stop_margin_seconds - 1])
+    # When the run goes
+    summary = world.refresher.run(remaining_seconds=lambda: next(left, 0.0))
+    # Then Alipay is not called; the token's lease is given back, so the next run takes it at once
+    assert summary.count(DEFERRED) == 1 and summary.stopped_early and summary.left_retryable
+    assert world.alipay.refreshes == []
+    after = record(world)
+    assert (after.status, after.failures, after.version) == (ACTIVE, 0, 1)
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).count(REFRESHED) == 1

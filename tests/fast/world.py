@@ -25,6 +25,7 @@ from app_auth.links import StateSigner
 from app_auth.notifications import AUTH_NOTIFY, CANCELLED, NotificationService
 from app_auth.refresh import RefreshPolicy, RefreshService
 from app_auth.replay import ReplayQueue
+from app_auth.run_lease import RunLease
 from app_auth.settings import Settings
 from app_auth.table import Table
 from app_auth.token_store import TokenStore
@@ -175,6 +176,7 @@ class World:
             policy=self.refresher.policy,
             clock=self.clock,
             owner=owner,
+            run_lease=self.refresher.run_lease,
         )
 
     # -- reading back ------------------------------------------------------------------------------
@@ -243,6 +245,7 @@ def build_world(
         policy=policy,
         clock=clock,
         owner="refresher-1",
+        run_lease=RunLease(table, "refresh", clock=clock),  # as build_container wires it
     )
     return World(
         clock=clock,

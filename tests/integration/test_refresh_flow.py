@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -12,6 +13,7 @@ from app_auth.events import EventPublisher
 from app_auth.refresh import NEEDS_REAUTH, REFRESHED, SKIPPED, RefreshPolicy, RefreshService
 from app_auth.token_store import ACTIVE
 from sandbox.emulator import Fault
+from sandbox.front import LambdaContext, load_function
 from sandbox.seed import seed_tokens
 
 pytestmark = pytest.mark.integration
@@ -208,3 +210,52 @@ def test_a_wrong_app_id_in_the_secret_stops_the_run_and_touches_no_merchant(stac
     assert {(r.status, r.failures, r.version) for r in after.values()} == {(ACTIVE, 0, 1)}
     assert all(after[app].sealed.current == before[app].sealed.current for app in apps)
     assert [e["detail-type"] for e in stack.published_events()] == ["Configuration Error"]
+
+
+def run_metrics(capfd):
+    """The refresher function's metric documents (CloudWatch EMF) printed since the last look."""
+    return [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"TokensDue"' in line]
+
+
+class _FiveMinutes(LambdaContext):
+    """A scheduled invocation's context: five minutes left."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def test_the_refresher_function_succeeds_with_failed_tokens_and_counts_them(stack, capfd):
+    # Given two due tokens, and Alipay failing every call (unsigned 500s)
+    apps = authorized_and_due(stack, ["2021000000001001", "2021000000001002"])
+    stack.emulator.inject(Fault.HTTP_500, rate=1.0)
+    refresher_function = load_function("refresher")
+    # When the scheduled invocation runs
+    result = refresher_function.lambda_handler({}, _FiveMinutes(aws_request_id="run-1"))
+    # Then it returns (Lambda retries nothing), the failures are metrics, and each token backs off
+    assert result["outcomes"] == {"failed": 2} and result["left_retryable"]
+    [metrics] = run_metrics(capfd)
+    assert (metrics["TokensFailed"], metrics["RunsStoppedEarly"]) == ([2.0], [0.0])
+    assert {stack.container.store.get_token(app).failures for app in apps} == {1}
+
+
+def test_a_scheduled_run_that_overlaps_a_slow_one_ends_at_once(stack, capfd):
+    # Given a run still going in another execution environment, slowed by Alipay answering late
+    authorized_and_due(stack, [f"20210000000011{n:02d}" for n in range(4)])
+    stack.emulator.inject(Fault.LATENCY, rate=1.0, delay=3.0)
+    other = build_container(stack.container.settings, client=stack.aws.client, sleep=lambda _: None)
+    slow = threading.Thread(target=lambda: other.refresher.run(remaining_seconds=lambda: 300))
+    calls = stack.emulator.requests_received
+    slow.start()
+    try:
+        while stack.emulator.requests_received == calls and slow.is_alive():  # its calls are at Alipay
+            time.sleep(0.05)
+        # When the next scheduled invocation starts meanwhile
+        result = load_function("refresher").lambda_handler({}, _FiveMinutes(aws_request_id="run-2"))
+    finally:
+        slow.join(60)
+    # Then it did nothing and said so; the slow run did the work, each token once
+    assert result["overlapped"] and result["due"] == 0
+    [metrics] = run_metrics(capfd)
+    assert metrics["RunsOverlapped"] == [1.0]
+    assert stack.emulator.requests_received - calls <= 4
+    assert all(stack.emulator.refresh_count(f"20210000000011{n:02d}") == 1 for n in range(4))

@@ -14,6 +14,7 @@ import pytest
 
 from alipay_v3.config import AlipayConfig
 from alipay_v3.errors import ConfigError
+from app_auth.refresh import RefreshPolicy
 from app_auth.settings import Settings
 from app_auth.token_store import DUE_INDEX
 from sandbox.front import load_function
@@ -185,9 +186,17 @@ def test_functions_point_at_their_code_and_have_the_agreed_limits(template: dict
     assert refresher["CodeUri"] == "functions/refresher/"
     assert (callback["Timeout"], callback["MemorySize"]) == (15, 512)
     assert (refresher["Timeout"], refresher["MemorySize"]) == (300, 512)
-    # Overlapping refresher runs are safe (leases and versions), and reserved concurrency fails to
-    # deploy on accounts with the default limit of 10: none is reserved.
+    # One run at a time is the run lease's job: reserved concurrency fails to deploy on accounts
+    # with the default limit of 10, so none is reserved.
     assert "ReservedConcurrentExecutions" not in refresher
+    # A run is never retried whole, and an invocation that cannot start within a schedule interval
+    # is dropped rather than queued behind the next ones.
+    assert refresher["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 900}
+    pace = refresher["Environment"]["Variables"]
+    policy = RefreshPolicy.from_env(
+        {name: str(template["Parameters"][value["Ref"]]["Default"]) for name, value in pace.items()}
+    )
+    assert (policy.concurrency, policy.max_calls_per_second) == (16, 20.0)
 
 
 def test_environment_gives_settings_everything_it_requires(template: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ fetched again when Alipay signs with a certificate we do not hold yet.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from .links import StateSigner
 from .notifications import NotificationService
 from .refresh import RefreshPolicy, RefreshService
 from .replay import ReplayQueue
+from .run_lease import RunLease
 from .settings import Settings
 from .table import Table
 from .token_store import TokenStore
@@ -161,6 +163,7 @@ def build_container(
         publisher=publisher,
         policy=refresh_policy,
         clock=clock,
+        run_lease=RunLease(table, "refresh", clock=clock),
     )
     return Container(
         settings=settings,
@@ -201,7 +204,9 @@ def get_container() -> Container:
     global _container
     with _container_lock:
         if _container is None:
-            _container = build_container(Settings.from_env())
+            _container = build_container(
+                Settings.from_env(), refresh_policy=RefreshPolicy.from_env(os.environ)
+            )
         return _container
 
 

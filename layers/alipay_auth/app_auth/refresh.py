@@ -27,10 +27,11 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import requests
 
@@ -39,6 +40,7 @@ from alipay_v3 import AlipayApiError, AlipayError, TokenApi
 from . import events
 from .errors import AppAuthError, ConcurrentUpdate, ConfigurationRefused, NotFound
 from .pacing import paced_session
+from .run_lease import RunLease
 from .settings import Settings
 from .token_store import TokenRecord, TokenStore
 
@@ -51,9 +53,20 @@ class RefreshOutcome(StrEnum):
     SKIPPED = "skipped"  # not due any more, leased by a live worker, or not active
     FAILED = "failed"  # backs off and is tried again
     NEEDS_REAUTH = "needs_reauth"  # Alipay says the grant is dead
+    DEFERRED = "deferred"  # not started for lack of time: its lease given back, the next run takes it
 
 
-REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH = RefreshOutcome
+REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH, DEFERRED = RefreshOutcome
+
+
+_POLICY_VARIABLES = {
+    "concurrency": "REFRESH_CONCURRENCY",
+    "max_calls_per_second": "REFRESH_MAX_CALLS_PER_SECOND",
+    "lease_seconds": "REFRESH_LEASE_SECONDS",
+    "backoff_base_seconds": "REFRESH_BACKOFF_BASE_SECONDS",
+    "backoff_cap_seconds": "REFRESH_BACKOFF_CAP_SECONDS",
+    "stop_margin_seconds": "REFRESH_STOP_MARGIN_SECONDS",
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,19 @@ class RefreshPolicy:
     backoff_cap_seconds: float = 6 * 3600.0
     concurrency: int = 16
     max_calls_per_second: float = 20.0  # stay under Alipay's QPS for the app
-    stop_margin_seconds: float = 30.0  # stop taking work this long before the invocation ends
+    # No Alipay call starts with less time left than this: a wait for a slot and one call at their
+    # worst (the client's timeouts times its attempts, each), then the commit, inside the deadline.
+    stop_margin_seconds: float = 100.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RefreshPolicy:
+        """The template sets the pace (REFRESH_CONCURRENCY, REFRESH_MAX_CALLS_PER_SECOND); the other
+        variables are for tests."""
+        values: dict[str, Any] = {}
+        for name, variable in _POLICY_VARIABLES.items():
+            if env.get(variable):
+                values[name] = int(env[variable]) if name == "concurrency" else float(env[variable])
+        return cls(**values)
 
     def backoff(self, failures: int) -> float:
         """Full jitter over an exponential, capped: failures 1, 2, 3... wait up to base, 2 base, 4 base..."""
@@ -78,6 +103,7 @@ class RunSummary:
     max_lag_seconds: float = 0.0
     stopped_early: bool = False
     left_retryable: bool = False
+    overlapped: bool = False  # another run held the run lease: this one did nothing
     configuration_error: str | None = None  # Alipay's code, when it refused our configuration
 
     def count(self, outcome: str) -> int:
@@ -95,8 +121,10 @@ class RefreshService:
         policy: RefreshPolicy | None = None,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        run_lease: RunLease | None = None,
     ) -> None:
         self.settings = settings
+        self.run_lease = run_lease
         self.store = store
         self._new_token_api = token_api
         self.publisher = publisher
@@ -119,14 +147,23 @@ class RefreshService:
     # -- one token ---------------------------------------------------------------------------------
 
     def refresh_one(
-        self, auth_app_id: str, *, force: bool = False, sink: events.EventSink | None = None
+        self,
+        auth_app_id: str,
+        *,
+        force: bool = False,
+        sink: events.EventSink | None = None,
+        remaining_seconds: Callable[[], float] | None = None,
     ) -> RefreshOutcome:
-        """One rotation; its events go to ``sink`` (a run's batch), or straight out."""
+        """One rotation; its events go to ``sink`` (a run's batch), or straight out. With
+        ``remaining_seconds`` (a run's), Alipay is not called without the time a call may take."""
         sink = sink or self.publisher
         try:
             record = self.store.acquire_lease(auth_app_id, self.owner, self.policy.lease_seconds, force=force)
         except ConcurrentUpdate:
             return SKIPPED  # not due any more, leased by a live worker, or not active
+        if remaining_seconds is not None and remaining_seconds() < self.policy.stop_margin_seconds:
+            self.store.release_lease(record, self.owner)
+            return DEFERRED
         pair = self.store.open_current(record)
         try:
             grant = self.token_api().refresh(pair.app_refresh_token)
@@ -199,7 +236,19 @@ class RefreshService:
     # -- a scheduled run ---------------------------------------------------------------------------
 
     def run(self, *, remaining_seconds: Callable[[], float], limit: int | None = None) -> RunSummary:
-        """Refresh what is due with bounded concurrency; stop taking work before time runs out."""
+        """Refresh what is due with bounded concurrency; stop taking work before time runs out.
+        With a ``run_lease``, a run that overlaps another ends at once."""
+        if self.run_lease is None:
+            return self._run(remaining_seconds, limit)
+        if not self.run_lease.acquire(self.owner, remaining_seconds()):
+            logger.warning("another refresh run is still going; this one ends without work")
+            return RunSummary(overlapped=True)
+        try:
+            return self._run(remaining_seconds, limit)
+        finally:
+            self.run_lease.release(self.owner)
+
+    def _run(self, remaining_seconds: Callable[[], float], limit: int | None) -> RunSummary:
         summary = RunSummary()
         now = self._clock()
         due: Iterator[tuple[str, float]] = self.store.due_app_ids(now, limit=limit)
@@ -211,7 +260,7 @@ class RefreshService:
             if refused.is_set():
                 return
             try:
-                outcome = self.refresh_one(auth_app_id, sink=batch)
+                outcome = self.refresh_one(auth_app_id, sink=batch, remaining_seconds=remaining_seconds)
             except ConfigurationRefused as exc:
                 with lock:
                     if summary.configuration_error is None:
@@ -242,5 +291,6 @@ class RefreshService:
                 running.add(pool.submit(one, auth_app_id))
             for future in running:
                 future.result()
+        summary.stopped_early = summary.stopped_early or summary.count(DEFERRED) > 0
         summary.left_retryable = summary.count(FAILED) > 0 or summary.stopped_early
         return summary

@@ -9,6 +9,7 @@ silent overwrite. Token items never expire. When a pair is replaced, the old one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -452,6 +453,17 @@ class TokenStore:
             ExpressionAttributeNames={"#v": "version", "#cur": "current"},
             ExpressionAttributeValues=values,
         )
+
+    def release_lease(self, record: TokenRecord, owner: str) -> None:
+        """Give a leased item back untouched (its refresh never started): the next run takes it."""
+        with contextlib.suppress(ConcurrentUpdate):  # the lease lapsed and was taken: nothing of ours
+            self._table.call(
+                "update_item",
+                **self._fenced(record),
+                UpdateExpression="REMOVE lease_owner, lease_until",
+                ExpressionAttributeNames={"#v": "version"},
+                ExpressionAttributeValues={":v": {"N": str(record.version)}, ":owner": {"S": owner}},
+            )
 
     def record_refresh_failure(
         self, record: TokenRecord, owner: str, *, error: str, retry_at: float, dead: bool
