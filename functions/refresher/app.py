@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from app_auth.container import get_container
-from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
+from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, PARKED, RACED, REFRESHED, SKIPPED
 
 logger = Logger(service="alipay-app-auth")
 # The layer logs through the standard library: give it this function's JSON format and level.
@@ -31,6 +31,7 @@ _METRICS = {
     RACED: "TokensRaced",
     SKIPPED: "TokensSkipped",
     DEFERRED: "TokensDeferred",
+    PARKED: "TokensParked",
 }
 
 

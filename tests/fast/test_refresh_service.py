@@ -13,10 +13,10 @@ from alipay_v3 import AlipayError, AppToken, TokenGrant
 from app_auth import events
 from app_auth.errors import ConfigurationRefused
 from app_auth.grants import Route
-from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, RACED, REFRESHED, SKIPPED
+from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, PARKED, RACED, REFRESHED, SKIPPED
 from app_auth.token_store import ACTIVE, TokenRecord, TokenStatus
 from tests.fast.fake_alipay import api_error, transport_error
-from tests.fast.world import MERCHANT_APP, World
+from tests.fast.world import MERCHANT_APP, TokenWritesFailingDynamoDB, World, build_world
 
 ISV = "2021000000000001"
 
@@ -354,3 +354,49 @@ def test_no_alipay_call_starts_without_the_time_it_may_take(world: World) -> Non
     after = record(world)
     assert (after.status, after.failures, after.version) == (ACTIVE, 0, 1)
     assert world.refresher.run(remaining_seconds=lambda: 900.0).count(REFRESHED) == 1
+
+
+# -- failures that are not Alipay's, and a rotation the table refuses ---------------------------------
+
+
+def test_a_token_that_does_not_open_backs_off_like_any_failure(world: World) -> None:
+    # Given a due token whose sealed pair no longer opens (tampered, or sealed under another table)
+    seed(world)
+    come_due(world)
+    item = next(i for i in world.items("APP#") if i["sk"]["S"] == "TOKEN")
+    item["current"]["M"]["ct"]["B"] = bytes(len(item["current"]["M"]["ct"]["B"]))
+    # When runs meet it
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then it backs off with a count, like an Alipay failure: it is not retried every run
+    after = record(world)
+    assert outcome == FAILED and world.alipay.refreshes == []
+    assert (after.status, after.failures, after.last_error) == (ACTIVE, 1, "encryption-error")
+    assert after.due_at is not None and after.due_at > world.clock()
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).due == 0
+    assert [d["error_code"] for d in published(world, events.REFRESH_FAILED)] == ["encryption-error"]
+
+
+def test_a_rotation_the_table_refuses_is_parked_sealed_and_replays(creds, alipay_config) -> None:
+    # Given a due token, and a table that refuses the commit after Alipay rotated (every attempt)
+    dynamodb = TokenWritesFailingDynamoDB()
+    world = build_world(creds, alipay_config, dynamodb=dynamodb)
+    old = seed(world)[MERCHANT_APP]
+    come_due(world)
+    dynamodb.failing_commits = True
+    # When it is refreshed
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then the pair Alipay issued is not lost: it waits sealed on the replay queue
+    assert outcome == PARKED and len(world.alipay.refreshes) == 1
+    [message] = world.sqs.sent
+    issued = world.alipay.issued[-1]
+    assert issued.app_auth_token not in message["MessageBody"]
+    assert record(world).version == 1
+    # And the replay stores it, with the ISV's reference, as version 2
+    dynamodb.failing_commits = False
+    parked = world.replay.open(message["MessageBody"])
+    assert [t.app_auth_token for t in parked.tokens] == [issued.app_auth_token]
+    for token in parked.tokens:
+        world.grants.record(token, via=Route.REPLAY, isv_app_id=ISV, isv_ref=parked.isv_ref)
+    after = record(world)
+    assert (after.version, after.isv_ref, after.status) == (2, "shop-1", ACTIVE)
+    assert world.store.open_current(after).app_auth_token == issued.app_auth_token != old.app_auth_token

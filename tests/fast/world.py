@@ -56,11 +56,18 @@ class FakeSQS:
 
 
 class TokenWritesFailingDynamoDB(FakeDynamoDB):
-    """FakeDynamoDB whose writes to token items fail while ``failing`` is set (a throttled table)."""
+    """FakeDynamoDB whose writes to token items fail while ``failing`` is set (a throttled table),
+    and whose rotation commits fail while ``failing_commits`` is."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failing = False
+        self.failing_commits = False
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        if self.failing_commits and "refreshed_at" in kwargs.get("UpdateExpression", ""):
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": ""}}, "UpdateItem")
+        return super().update_item(**kwargs)
 
     def put_item(self, *, TableName: str, Item: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if self.failing and Item["pk"]["S"].startswith("APP#"):
@@ -246,6 +253,8 @@ def build_world(
         clock=clock,
         owner="refresher-1",
         run_lease=RunLease(table, "refresh", clock=clock),  # as build_container wires it
+        replay=replay,
+        sleep=clock.advance,
     )
     return World(
         clock=clock,

@@ -123,6 +123,7 @@ def build_container(
     secrets = SecretSource(clients.deferred("secretsmanager"), settings)
     publisher = EventPublisher(clients.deferred("events"), settings.event_bus_name, clock=clock)
     grants = Grants(store, publisher)
+    replay = ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher)
 
     def new_token_api(session: requests.Session | None = None) -> TokenApi:
         client = AlipayClient(
@@ -144,7 +145,7 @@ def build_container(
         signer=get_signer,
         token_api=get_token_api,
         isv_app_id=lambda: secrets.alipay_config().app_id,
-        replay=ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher),
+        replay=replay,
         clock=clock,
         sleep=sleep,
     )
@@ -164,6 +165,8 @@ def build_container(
         policy=refresh_policy,
         clock=clock,
         run_lease=RunLease(table, "refresh", clock=clock),
+        replay=replay,
+        sleep=sleep,
     )
     return Container(
         settings=settings,

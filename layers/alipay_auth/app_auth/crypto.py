@@ -42,7 +42,7 @@ _DERIVED_KEY = "2"
 _KEY_PER_VALUE = "1"
 
 
-class _DataKey:
+class DataKey:
     __slots__ = ("expires", "plaintext", "wrapped")
 
     def __init__(self, plaintext: bytes, wrapped: bytes, expires: float) -> None:
@@ -71,13 +71,20 @@ class EnvelopeCipher:
         # One lock for both caches, and KMS is asked under it: a run's workers all want the same
         # key at once, and one call serves them all. Misses are rare, so the wait is short.
         self._lock = threading.Lock()
-        self._sealing: _DataKey | None = None
+        self._sealing: DataKey | None = None
         self._seals_left = 0
-        self._opened: OrderedDict[bytes, _DataKey] = OrderedDict()
+        self._opened: OrderedDict[bytes, DataKey] = OrderedDict()
 
-    def seal(self, value: Mapping[str, Any], *, pk: str, field: str) -> dict[str, Any]:
+    def reserve(self) -> DataKey:
+        """A data key taken now for a seal to come (``seal(key=...)``): a rotation takes one before
+        Alipay rotates, so that sealing the new pair then needs no KMS."""
+        return self._sealing_key()
+
+    def seal(
+        self, value: Mapping[str, Any], *, pk: str, field: str, key: DataKey | None = None
+    ) -> dict[str, Any]:
         """Encrypt a small JSON object; returns a DynamoDB map attribute value (low-level format)."""
-        data_key = self._sealing_key()
+        data_key = key or self._sealing_key()
         context = _value_context(self._table, pk, field)
         salt, nonce = os.urandom(16), os.urandom(12)
         ciphertext = _value_key(data_key.plaintext, salt, context).encrypt(
@@ -116,7 +123,7 @@ class EnvelopeCipher:
         result: dict[str, Any] = json.loads(plaintext)
         return result
 
-    def _sealing_key(self) -> _DataKey:
+    def _sealing_key(self) -> DataKey:
         with self._lock:
             now = self._clock()
             if self._sealing is None or self._seals_left <= 0 or self._sealing.expires <= now:
@@ -126,7 +133,7 @@ class EnvelopeCipher:
                     )
                 except (BotoCoreError, ClientError) as exc:
                     raise StorageError("KMS refused to issue a data key for token encryption") from exc
-                self._sealing = _DataKey(
+                self._sealing = DataKey(
                     issued["Plaintext"], issued["CiphertextBlob"], now + KEY_MAX_AGE_SECONDS
                 )
                 self._seals_left = KEY_MAX_USES
@@ -134,16 +141,16 @@ class EnvelopeCipher:
             self._seals_left -= 1
             return self._sealing
 
-    def _opened_key(self, wrapped: bytes, what: str) -> _DataKey:
+    def _opened_key(self, wrapped: bytes, what: str) -> DataKey:
         with self._lock:
             key = self._opened.get(wrapped)
             if key is None or key.expires <= self._clock():
                 plaintext = self._decrypt(wrapped, self._kms_context, what)
-                key = _DataKey(plaintext, wrapped, self._clock() + KEY_MAX_AGE_SECONDS)
+                key = DataKey(plaintext, wrapped, self._clock() + KEY_MAX_AGE_SECONDS)
                 self._keep(key)
             return key
 
-    def _keep(self, key: _DataKey) -> None:
+    def _keep(self, key: DataKey) -> None:
         self._opened[key.wrapped] = key
         self._opened.move_to_end(key.wrapped)
         while len(self._opened) > _OPENED_KEYS_KEPT:

@@ -35,14 +35,17 @@ from typing import Any
 
 import requests
 
-from alipay_v3 import AlipayApiError, AlipayError, TokenApi
+from alipay_v3 import AlipayApiError, AlipayError, AppToken, TokenApi
 
 from . import events
-from .errors import AppAuthError, ConcurrentUpdate, ConfigurationRefused, NotFound
+from .crypto import DataKey
+from .errors import AppAuthError, ConcurrentUpdate, ConfigurationRefused, NotFound, StorageError
 from .pacing import paced_session
+from .replay import ReplayQueue
 from .run_lease import RunLease
 from .settings import Settings
-from .token_store import TokenRecord, TokenStore
+from .table import ConditionFailed
+from .token_store import TokenRecord, TokenStore, token_digest
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +57,11 @@ class RefreshOutcome(StrEnum):
     FAILED = "failed"  # backs off and is tried again
     NEEDS_REAUTH = "needs_reauth"  # Alipay says the grant is dead
     DEFERRED = "deferred"  # not started for lack of time: its lease given back, the next run takes it
+    PARKED = "parked"  # Alipay rotated it, storing failed: the new pair waits sealed on the replay queue
 
 
-REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH, DEFERRED = RefreshOutcome
+REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH, DEFERRED, PARKED = RefreshOutcome
+_COMMIT_ATTEMPTS = 3  # the fenced write after Alipay rotated: Alipay's side is done, ours must follow
 
 
 _POLICY_VARIABLES = {
@@ -122,9 +127,13 @@ class RefreshService:
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
         run_lease: RunLease | None = None,
+        replay: ReplayQueue | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.run_lease = run_lease
+        self.replay = replay
+        self._sleep = sleep
         self.store = store
         self._new_token_api = token_api
         self.publisher = publisher
@@ -164,7 +173,11 @@ class RefreshService:
         if remaining_seconds is not None and remaining_seconds() < self.policy.stop_margin_seconds:
             self.store.release_lease(record, self.owner)
             return DEFERRED
-        pair = self.store.open_current(record)
+        try:
+            pair = self.store.open_current(record)
+            key = self.store.reserve_seal()  # now: after Alipay rotates, sealing must not need KMS
+        except AppAuthError as exc:  # KMS or a sealed value that does not open: this token backs off
+            return self._failed(record, exc.code, sink, dead=False)
         try:
             grant = self.token_api().refresh(pair.app_refresh_token)
         except AlipayApiError as exc:
@@ -173,12 +186,14 @@ class RefreshService:
                 raise ConfigurationRefused(exc.code) from exc
             if exc.grant_dead and exc.verified and self._rotated_by_someone_else(record):
                 return RACED
-            return self._failed(record, exc, sink, dead=exc.grant_dead and exc.verified)
+            return self._failed(record, exc.code, sink, dead=exc.grant_dead and exc.verified)
         except AlipayError as exc:
-            return self._failed(record, exc, sink, dead=False)
+            return self._failed(record, exc.code, sink, dead=False)
         token = next((t for t in grant.tokens if t.auth_app_id == auth_app_id), grant.primary)
         try:
-            self.store.commit_rotation(record, self.owner, token)
+            self._commit(record, token, key)
+        except StorageError as exc:
+            return self._park(record, token, key, exc)
         except ConcurrentUpdate:
             # Our lease ran out and another worker (or a re-authorization) wrote first. Its pair is
             # the stored one; ours was never handed out. Nothing is lost.
@@ -191,6 +206,44 @@ class RefreshService:
             sink.publish(events.RECOVERED, auth_app_id=auth_app_id, isv_ref=record.isv_ref)
         return REFRESHED
 
+    def _commit(self, record: TokenRecord, token: AppToken, key: DataKey) -> None:
+        """The fenced write, tried again after a storage failure; a retry that finds our own pair
+        stored (the earlier attempt landed, its answer was lost) is a success."""
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                self.store.commit_rotation(record, self.owner, token, key=key)
+                return
+            except ConditionFailed as exc:
+                if (
+                    attempt
+                    and exc.existing
+                    and exc.existing.get("token_digest", {}).get("S") == token_digest(token.app_auth_token)
+                ):
+                    return
+                raise
+            except StorageError:
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                self._sleep(0.2 * 2**attempt)
+
+    def _park(self, record: TokenRecord, token: AppToken, key: DataKey, exc: StorageError) -> RefreshOutcome:
+        """Alipay rotated, the table refused: the new pair goes sealed to the replay queue, where
+        ``alipay-auth replay`` stores it (the old pair works on through Alipay's grace meanwhile)."""
+        digest = f"rotation.{record.auth_app_id}.{record.version}"
+        if self.replay is not None and self.replay.park(
+            (token,), isv_ref=record.isv_ref, digest=digest, key=key
+        ):
+            logger.error(
+                "rotation of %s could not be stored (%s); parked for replay", record.auth_app_id, exc.code
+            )
+            return PARKED
+        logger.error(
+            "rotation of %s could not be stored (%s) nor parked; its lease lapses and a later run rotates again",
+            record.auth_app_id,
+            exc.code,
+        )
+        return FAILED
+
     def _rotated_by_someone_else(self, leased: TokenRecord) -> bool:
         """A REFRESH_TOKEN_NOT_VALID right after someone else rotated is a lost race, not a dead grant."""
         try:
@@ -200,28 +253,28 @@ class RefreshService:
         return now.version > leased.version or now.token_digest != leased.token_digest
 
     def _failed(
-        self, record: TokenRecord, exc: AlipayError, sink: events.EventSink, *, dead: bool
+        self, record: TokenRecord, error_code: str, sink: events.EventSink, *, dead: bool
     ) -> RefreshOutcome:
         retry_at = self._clock() + self.policy.backoff(record.failures + 1)
         try:
             self.store.record_refresh_failure(
-                record, self.owner, error=exc.code, retry_at=retry_at, dead=dead
+                record, self.owner, error=error_code, retry_at=retry_at, dead=dead
             )
         except ConcurrentUpdate:
             return RACED
         if dead:
-            logger.warning("merchant app %s needs re-authorization (%s)", record.auth_app_id, exc.code)
+            logger.warning("merchant app %s needs re-authorization (%s)", record.auth_app_id, error_code)
             sink.publish(
                 events.NEEDS_REAUTHORIZATION,
                 auth_app_id=record.auth_app_id,
                 isv_ref=record.isv_ref,
-                error_code=exc.code,
+                error_code=error_code,
             )
             return NEEDS_REAUTH
         logger.info(
             "refresh of %s failed (%s), retry in %.0fs",
             record.auth_app_id,
-            exc.code,
+            error_code,
             retry_at - self._clock(),
         )
         if record.failures == 0:
@@ -229,7 +282,7 @@ class RefreshService:
                 events.REFRESH_FAILED,
                 auth_app_id=record.auth_app_id,
                 isv_ref=record.isv_ref,
-                error_code=exc.code,
+                error_code=error_code,
             )
         return FAILED
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from alipay_v3 import AlipayError, AppToken
 
-from .crypto import EnvelopeCipher
+from .crypto import DataKey, EnvelopeCipher
 from .errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,14 @@ class ReplayQueue:
         self._url = queue_url
         self._cipher = cipher
 
-    def park(self, tokens: tuple[AppToken, ...], *, isv_ref: str | None, digest: str) -> bool:
+    def park(
+        self,
+        tokens: tuple[AppToken, ...],
+        *,
+        isv_ref: str | None,
+        digest: str,
+        key: DataKey | None = None,
+    ) -> bool:
         """Send the sealed result; False when there is no queue or the send failed."""
         if not self._url:
             return False
@@ -58,6 +65,7 @@ class ReplayQueue:
             },
             pk=pk,
             field=_FIELD,
+            key=key,
         )
         body = {
             "kind": _KIND,

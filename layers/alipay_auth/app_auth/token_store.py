@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from alipay_v3 import AppToken
 
-from .crypto import EnvelopeCipher
+from .crypto import DataKey, EnvelopeCipher
 from .errors import ConcurrentUpdate, NotFound
 from .schedule import RotationSchedule
 from .table import ConditionFailed, Item, Table, dec, num, plain, wire
@@ -320,12 +320,17 @@ class TokenStore:
             return TokenRecord.from_item(item)
         raise ConcurrentUpdate(f"merchant app {token.auth_app_id} kept changing while it was being stored")
 
-    def _seal(self, token: AppToken) -> Item:
+    def _seal(self, token: AppToken, key: DataKey | None = None) -> Item:
         return self._cipher.seal(
             {"app_auth_token": token.app_auth_token, "app_refresh_token": token.app_refresh_token},
             pk=token_pk(token.auth_app_id),
             field="current",
+            key=key,
         )
+
+    def reserve_seal(self) -> DataKey:
+        """The data key a pair to come will be sealed with (``commit_rotation(key=...)``)."""
+        return self._cipher.reserve()
 
     def _add_isv_ref(self, item: Item, isv_ref: str) -> TokenRecord:
         result = self._table.call(
@@ -421,14 +426,16 @@ class TokenStore:
             "ConditionExpression": "#v = :v AND lease_owner = :owner",
         }
 
-    def commit_rotation(self, record: TokenRecord, owner: str, token: AppToken) -> None:
+    def commit_rotation(
+        self, record: TokenRecord, owner: str, token: AppToken, *, key: DataKey | None = None
+    ) -> None:
         """Write the new pair in one fenced update; the pair it replaces stays as ``previous``."""
         now = self._clock()
         values: dict[str, Any] = {
             ":v": {"N": str(record.version)},
             ":next": {"N": str(record.version + 1)},
             ":owner": {"S": owner},
-            ":current": self._seal(token),
+            ":current": self._seal(token, key),
             ":previous": record.sealed.current,
             ":grace": {"N": num(now + self.schedule.previous_grace_seconds)},
             ":obtained": {"N": num(token.obtained_at)},

@@ -1,0 +1,81 @@
+"""A rotation Alipay has made is never thrown away: when DynamoDB fails the fenced commit after
+Alipay answered (a 500, throttling, a dropped connection, on every attempt), the new pair goes sealed
+to the replay queue, and ``alipay-auth replay`` stores it. Faults on the real botocore wire."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import EndpointConnectionError
+
+from app_auth.container import build_container
+from app_auth.operations import Operations
+from app_auth.refresh import PARKED
+from app_auth.token_store import ACTIVE
+from sandbox.seed import seed_tokens
+from tests.integration.stack_fixtures import Stack
+
+pytestmark = pytest.mark.integration
+
+FAULTS = {
+    "500": ("InternalServerError", 500),
+    "throttled": ("ProvisionedThroughputExceededException", 400),
+    "dropped": (None, None),
+}
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_):
+        yield self._body
+
+
+def fail_every_commit(dynamodb, how: str) -> list[str]:
+    """Every fenced commit of a rotation fails on the wire, retries included; other calls pass."""
+    failed: list[str] = []
+    lock = threading.Lock()
+    code, status = FAULTS[how]
+
+    def before_send(request, **_):
+        if b"refreshed_at" not in request.body:  # only commit_rotation's update sets it
+            return None
+        with lock:
+            failed.append(how)
+        if code is None:
+            raise EndpointConnectionError(endpoint_url=request.url)
+        body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected"}}'.encode()
+        return AWSResponse(request.url, status, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(body))
+
+    dynamodb.meta.events.register("before-send.dynamodb.UpdateItem", before_send)
+    return failed
+
+
+@pytest.mark.parametrize("how", sorted(FAULTS))
+def test_a_rotation_whose_commit_fails_is_parked_and_replayed(stack: Stack, how: str) -> None:
+    # Given 100 due tokens, and DynamoDB failing every commit after Alipay rotated
+    apps = [f"2021000000002{n:03d}" for n in range(100)]
+    seed_tokens(stack.emulator.authority, stack.container.store, stack.creds.app_id, apps)
+    refresher = build_container(stack.container.settings, client=stack.aws.client, sleep=lambda _: None)
+    failed = fail_every_commit(refresher.clients["dynamodb"], how)
+
+    # When the scheduled run rotates them
+    summary = refresher.refresher.run(remaining_seconds=lambda: 300)
+
+    # Then Alipay rotated each once, none was committed, and each new pair is parked
+    assert summary.count(PARKED) == len(apps), summary
+    assert failed and all(stack.emulator.refresh_count(app) == 1 for app in apps)
+    assert {stack.container.store.get_token(app).version for app in apps} == {1}
+
+    # And the operator's replay stores every one: active, the pair Alipay issued, nobody to re-authorize
+    replayed = Operations(stack.container).replay(max_messages=200, wait_seconds=0)
+    assert (sorted(replayed.replayed), replayed.failed) == (apps, 0), replayed
+    for app in apps:
+        record = stack.container.store.get_token(app)
+        assert (record.status, record.version) == (ACTIVE, 2)
+        current = stack.container.store.open_current(record)
+        assert stack.emulator.token_valid(current.app_auth_token)
+    assert all(e["detail-type"] != "Reauthorization Needed" for e in stack.published_events())
