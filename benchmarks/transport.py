@@ -79,15 +79,6 @@ def canned_token_endpoint(
     return CannedAlipay(body, headers)
 
 
-class AdapterOnlySession(requests.Session):
-    """What-if, not shipped: the client's prepared request handed straight to the transport adapter,
-    skipping ``Session.send`` (hooks, cookie extraction, redirect checks, elapsed time)."""
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.pop("allow_redirects", None)
-        return self.get_adapter(request.url or "").send(request, **kwargs)
-
-
 def offline_token_api(
     config: AlipayConfig,
     alipay_key: rsa.RSAPrivateKey,

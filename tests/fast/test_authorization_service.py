@@ -215,14 +215,22 @@ def test_a_stateless_callback_is_accepted_only_when_allowed(
     assert world.store.get_token(MERCHANT_APP).isv_ref is None
 
 
-def test_a_result_that_cannot_be_stored_is_parked_sealed_and_replays(
+def refusing_table(
     creds: DevCredentials, alipay_config: AlipayConfig
-) -> None:
-    # Given a table that refuses token writes
+) -> tuple[World, TokenWritesFailingDynamoDB, dict[str, str]]:
+    """A world whose table refuses token writes, and a merchant's consent to handle in it."""
     dynamodb = TokenWritesFailingDynamoDB()
     world = build_world(creds, alipay_config, dynamodb=dynamodb)
     params = consented(world)
     dynamodb.failing = True
+    return world, dynamodb, params
+
+
+def test_a_result_that_cannot_be_stored_is_parked_sealed_and_replays(
+    creds: DevCredentials, alipay_config: AlipayConfig
+) -> None:
+    # Given a table that refuses token writes
+    world, dynamodb, params = refusing_table(creds, alipay_config)
     # When the callback's exchange succeeds
     result = world.authorization.handle_callback(params)
     # Then the result is parked on the queue, sealed; the claim says so, and a reload says so too
@@ -245,10 +253,8 @@ def test_a_result_that_can_be_neither_stored_nor_parked_raises(
     creds: DevCredentials, alipay_config: AlipayConfig
 ) -> None:
     # Given a table that refuses token writes and a queue that is down
-    dynamodb = TokenWritesFailingDynamoDB()
-    world = build_world(creds, alipay_config, dynamodb=dynamodb)
-    params = consented(world)
-    dynamodb.failing, world.sqs.down = True, True
+    world, _, params = refusing_table(creds, alipay_config)
+    world.sqs.down = True
     # When the callback's exchange succeeds  Then the failure is not hidden behind a success page
     with pytest.raises(AppAuthError) as failed:
         world.authorization.handle_callback(params)

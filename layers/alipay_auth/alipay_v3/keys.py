@@ -162,7 +162,7 @@ def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicK
 
 def load_certificates(text: str, what: str) -> list[x509.Certificate]:
     """Every certificate in a PEM text, in file order (a bare base64 DER certificate is accepted too)."""
-    # Imported here: cryptography.x509 costs ~15 ms of cold start that public-key mode never needs.
+    # Imported here: cryptography.x509 lengthens the cold start, and public-key mode never needs it.
     from cryptography import x509
 
     text = text.strip()

@@ -131,14 +131,14 @@ class RefreshService:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.run_lease = run_lease
-        self.replay = replay
-        self._sleep = sleep
         self.store = store
         self._new_token_api = token_api
         self.publisher = publisher
         self.policy = policy or RefreshPolicy()
+        self.run_lease = run_lease
+        self.replay = replay
         self._clock = clock
+        self._sleep = sleep
         self.owner = owner or uuid.uuid4().hex  # one per execution environment: leases name it
         # ``concurrency`` bounds the calls in flight at Alipay; the table work of other tokens
         # overlaps them (run() has twice as many workers), so the slots stay busy.
