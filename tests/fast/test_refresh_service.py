@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -209,17 +210,27 @@ def test_backoff_grows_with_each_failure_and_a_success_recovers(world: World) ->
     assert (record(world).failures, record(world).version) == (0, 2)
 
 
-def test_not_valid_after_a_reauthorization_meanwhile_is_a_race_not_a_dead_grant(world: World) -> None:
-    # Given a due token, and the merchant re-authorizing while our refresh is at Alipay
+def reauthorized_while_at_alipay(world: World, answer: Callable[[], TokenGrant]) -> AppToken:
+    """A due token whose merchant authorizes again while our refresh is at Alipay, which then gives
+    ``answer()``; returns the re-authorized pair."""
     seed(world)
     come_due(world)
     fresh = world.alipay.issue(MERCHANT_APP)
 
-    def reauthorized_meanwhile(sent: str) -> TokenGrant:
+    def reply(sent: str) -> TokenGrant:
         world.grants.record(fresh, via=Route.CALLBACK, isv_app_id=ISV, isv_ref="shop-1")
+        return answer()
+
+    world.alipay.answer_refresh(reply)
+    return fresh
+
+
+def test_not_valid_after_a_reauthorization_meanwhile_is_a_race_not_a_dead_grant(world: World) -> None:
+    # Given a due token, and the merchant re-authorizing while our refresh is at Alipay
+    def not_valid() -> TokenGrant:
         raise api_error("REFRESH_TOKEN_NOT_VALID", verified=True)
 
-    world.alipay.answer_refresh(reauthorized_meanwhile)
+    fresh = reauthorized_while_at_alipay(world, not_valid)
     # When Alipay answers that our (now superseded) refresh token is not valid
     outcome = world.refresher.refresh_one(MERCHANT_APP)
     # Then it is a lost race: the re-authorized pair stays, active, and no one is told to re-authorize
@@ -254,15 +265,7 @@ def test_not_valid_after_another_refresher_rotated_is_a_race(world: World) -> No
 
 def test_a_commit_that_lost_to_a_reauthorization_is_a_race_and_keeps_the_new_grant(world: World) -> None:
     # Given a due token, re-authorized while Alipay rotated it for us
-    seed(world)
-    come_due(world)
-    fresh = world.alipay.issue(MERCHANT_APP)
-
-    def rotated_but_reauthorized(sent: str) -> TokenGrant:
-        world.grants.record(fresh, via=Route.CALLBACK, isv_app_id=ISV, isv_ref="shop-1")
-        return world.alipay.grant(MERCHANT_APP)
-
-    world.alipay.answer_refresh(rotated_but_reauthorized)
+    fresh = reauthorized_while_at_alipay(world, lambda: world.alipay.grant(MERCHANT_APP))
     # When our refresh comes back with a new pair
     outcome = world.refresher.refresh_one(MERCHANT_APP)
     # Then our commit is refused (fenced by the version): the re-authorization is what is stored

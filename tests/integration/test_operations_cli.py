@@ -306,15 +306,11 @@ def test_keys_import_refuses_a_swapped_key_set_and_writes_nothing(stack, cli, tm
     files = _write_keys(tmp_path, config)
     files["alipay_public_key"].write_text(_app_public_pem(new), encoding="utf-8")
     (tmp_path / "app_public_key.txt").write_text(app_public, encoding="utf-8")
-    code, out, err = cli(
-        "keys",
-        "import",
-        "--app-id",
+    code, out, err = import_keys(
+        cli,
         new.app_id,
-        "--private-key",
-        str(files["private_key"]),
-        "--alipay-public-key",
-        str(files["alipay_public_key"]),
+        files["private_key"],
+        files["alipay_public_key"],
         "--app-public-key",
         str(tmp_path / "app_public_key.txt"),
     )
@@ -324,17 +320,23 @@ def test_keys_import_refuses_a_swapped_key_set_and_writes_nothing(stack, cli, tm
     assert private_body[:40] not in out + err
 
     # The private key given as Alipay's public key: refused as well.
-    code, _, err = cli(
+    code, _, err = import_keys(cli, new.app_id, files["private_key"], files["private_key"])
+    assert code == EXIT_FAILED and "private-key-in-public-field" in err and _secret(stack) == before
+
+
+def import_keys(cli, app_id: str, private_key, alipay_public_key, *more: str):
+    """``alipay-auth keys import`` in public-key mode, with ``more`` arguments."""
+    return cli(
         "keys",
         "import",
         "--app-id",
-        new.app_id,
+        app_id,
         "--private-key",
-        str(files["private_key"]),
+        str(private_key),
         "--alipay-public-key",
-        str(files["private_key"]),
+        str(alipay_public_key),
+        *more,
     )
-    assert code == EXIT_FAILED and "private-key-in-public-field" in err and _secret(stack) == before
 
 
 def _app_public_pem(creds: DevCredentials) -> str:

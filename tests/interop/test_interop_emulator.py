@@ -113,32 +113,23 @@ def sdk_curl(
     return result
 
 
+def _grant(
+    oracle: Oracle, running: Running, creds: DevCredentials, mode: Mode, **body: str
+) -> dict[str, Any]:
+    """The token endpoint through the official SDK's own client."""
+    return sdk_curl(oracle, running, creds, mode, "POST", TOKEN_PATH, body=body)
+
+
 def _exchange(
     oracle: Oracle, running: Running, creds: DevCredentials, mode: Mode, code: str
 ) -> dict[str, Any]:
-    return sdk_curl(
-        oracle,
-        running,
-        creds,
-        mode,
-        "POST",
-        TOKEN_PATH,
-        body={"grant_type": "authorization_code", "code": code},
-    )
+    return _grant(oracle, running, creds, mode, grant_type="authorization_code", code=code)
 
 
 def _refresh(
     oracle: Oracle, running: Running, creds: DevCredentials, mode: Mode, token: str
 ) -> dict[str, Any]:
-    return sdk_curl(
-        oracle,
-        running,
-        creds,
-        mode,
-        "POST",
-        TOKEN_PATH,
-        body={"grant_type": "refresh_token", "refresh_token": token},
-    )
+    return _grant(oracle, running, creds, mode, grant_type="refresh_token", refresh_token=token)
 
 
 def _assert_tokens(outcome: dict[str, Any]) -> dict[str, Any]:
