@@ -24,7 +24,7 @@ from tests.fakes.dynamodb import FakeDynamoDB
 from tests.fakes.kms import FakeKMS
 from tests.integration.aws_fixtures import aws, local_aws  # noqa: F401 - fixtures
 
-SCHEDULE = RotationSchedule(lead_seconds=100, previous_grace_seconds=600)
+SCHEDULE = RotationSchedule(lead_seconds=100, previous_grace_seconds=600, jitter_seconds=0)
 _names = itertools.count()
 
 
@@ -328,3 +328,16 @@ def test_one_run_at_a_time(table: Table, clock: Clock, store: TokenStore) -> Non
     assert lease.acquire("run-3", 300)
     # The lease is no token: never listed, never due
     assert list(store.list_tokens()) == [] and list(store.due_app_ids(clock.now + 10**9)) == []
+
+
+def test_due_tokens_come_oldest_first_across_the_shards(store: TokenStore, clock: Clock) -> None:
+    # Given tokens in every shard, due at times that interleave across the shards
+    apps = [f"2088{n:04d}" for n in range(24)]
+    due = {app: clock.now - 1000 + 37 * ((n * 7) % 24) for n, app in enumerate(apps)}
+    for app in apps:
+        store.save_authorization(token(app), isv_app_id="isv", due_at=due[app])
+    # When the refresher asks what is due  Then it gets all of them, the oldest first
+    found = list(store.due_app_ids(clock.now))
+    assert [app for app, _ in found] == sorted(apps, key=due.get)
+    assert [at for _, at in found] == sorted(due.values())
+    assert [app for app, _ in store.due_app_ids(clock.now, limit=5)] == sorted(apps, key=due.get)[:5]

@@ -32,10 +32,12 @@ def seed(world: World, *apps: str, isv_ref: str | None = "shop-1") -> dict[str, 
     return tokens
 
 
-def come_due(world: World, app: str = MERCHANT_APP) -> None:
-    due_at = world.store.get_token(app).due_at
-    assert due_at is not None
-    world.clock.now = max(world.clock.now, due_at)
+def come_due(world: World, *apps: str) -> None:
+    """The clock moved on until every one of ``apps`` (MERCHANT_APP by default) is due."""
+    for app in apps or (MERCHANT_APP,):
+        due_at = world.store.get_token(app).due_at
+        assert due_at is not None
+        world.clock.now = max(world.clock.now, due_at)
 
 
 def record(world: World, app: str = MERCHANT_APP) -> TokenRecord:
@@ -143,7 +145,7 @@ def test_a_run_meeting_a_configuration_error_stops_and_says_so_once(world: World
     # Given many due tokens, and a secret Alipay refuses for every one of them
     apps = [f"20880000000002{n:02d}" for n in range(40)]
     seed(world, *apps)
-    come_due(world, apps[0])
+    come_due(world, *apps)
     world.alipay.answer_refresh(*[api_error("APP_ID_NOT_CONSISTENT", verified=True)] * len(apps))
     # When the run goes
     summary = world.refresher.run(remaining_seconds=lambda: 900.0)
@@ -282,7 +284,7 @@ APPS = ("2088000000000011", "2088000000000012", "2088000000000013", "20880000000
 def test_a_run_refreshes_every_due_token_and_leaves_the_rest(world: World) -> None:
     # Given four due tokens, and one authorized later that is not due yet
     seed(world, *APPS)
-    come_due(world, APPS[0])
+    come_due(world, *APPS)
     seed(world, "2088000000000099")
     # When the scheduled run goes
     summary = world.refresher.run(remaining_seconds=lambda: 900.0)
@@ -300,7 +302,7 @@ def test_a_run_refreshes_every_due_token_and_leaves_the_rest(world: World) -> No
 def test_a_run_that_meets_a_failure_says_it_left_work_to_retry(world: World) -> None:
     # Given two due tokens, one of which Alipay fails
     seed(world, *APPS[:2])
-    come_due(world, APPS[0])
+    come_due(world, *APPS[:2])
     world.alipay.answer_refresh(api_error("SYSTEM_ERROR", http_status=500))
     # When the run goes
     summary = world.refresher.run(remaining_seconds=lambda: 900.0)
@@ -312,7 +314,7 @@ def test_a_run_that_meets_a_failure_says_it_left_work_to_retry(world: World) -> 
 def test_a_run_stops_taking_work_when_time_runs_short(world: World) -> None:
     # Given four due tokens, and an invocation that took the run lease with little time left
     seed(world, *APPS)
-    come_due(world, APPS[0])
+    come_due(world, *APPS)
     margin = world.refresher.policy.stop_margin_seconds
     remaining = itertools.chain([margin + 60], itertools.repeat(margin - 1))
     # When the run goes
@@ -331,7 +333,7 @@ def test_a_run_stops_taking_work_when_time_runs_short(world: World) -> None:
 def test_a_run_that_overlaps_another_ends_without_work(world: World) -> None:
     # Given due tokens, and another execution environment's run still going (it holds the run lease)
     seed(world, *APPS)
-    come_due(world, APPS[0])
+    come_due(world, *APPS)
     other = world.another_refresher("refresher-2")
     assert other.run_lease is not None and other.run_lease.acquire(other.owner, 300)
     # When the next scheduled run starts

@@ -102,11 +102,23 @@ def _settings(**kw):
 
 
 def test_due_policy_keeps_refresh_inside_the_refresh_tokens_life():
-    schedule = RotationSchedule(lead_seconds=30 * DAY)
+    schedule = RotationSchedule(lead_seconds=30 * DAY, jitter_seconds=0)
     assert schedule.next_due(0, 365 * DAY) == 335 * DAY
     assert schedule.next_due(0, 10 * DAY) == 5 * DAY  # short lives: at half, never after the end
     assert schedule.next_due(0, None) == schedule.default_life_seconds - 30 * DAY
-    assert RotationSchedule(max_age_seconds=7 * DAY).next_due(0, 365 * DAY) == 7 * DAY
+    assert RotationSchedule(max_age_seconds=7 * DAY, jitter_seconds=0).next_due(0, 365 * DAY) == 7 * DAY
+
+
+def test_tokens_authorized_together_come_due_apart_each_at_a_fixed_time():
+    schedule = RotationSchedule(lead_seconds=30 * DAY)  # jitter: up to a day earlier
+    apps = [f"20210000000{n:05d}" for n in range(1000)]
+    due = [schedule.next_due(0, 365 * DAY, app) for app in apps]
+    assert all(334 * DAY <= d <= 335 * DAY for d in due)  # earlier, never later than the policy
+    hours = {int(d // 3600) for d in due}
+    assert len(hours) == 24  # spread over the whole day, not bunched at one instant
+    assert due == [schedule.next_due(0, 365 * DAY, app) for app in apps]  # the same app, the same time
+    short = schedule.next_due(0, 10 * DAY, apps[0])
+    assert 4.5 * DAY <= short <= 5 * DAY  # a short wait moves by a tenth of itself at most
 
 
 def test_settings_from_env_names_what_is_missing():

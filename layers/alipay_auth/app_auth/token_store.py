@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
+import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -284,7 +286,7 @@ class TokenStore:
                 "authorized_at": dec(now),
                 "updated_at": dec(now),
                 "due_at": dec(
-                    self.schedule.next_due(token.obtained_at, token.re_expires_in)
+                    self.schedule.next_due(token.obtained_at, token.re_expires_in, token.auth_app_id)
                     if due_at is None
                     else due_at
                 ),
@@ -374,24 +376,25 @@ class TokenStore:
     # overwrite the one that took over, and a re-authorization in between wins over both.
 
     def due_app_ids(self, now: float, *, limit: int | None = None) -> Iterator[tuple[str, float]]:
-        """(merchant app, due time) of each rotation due, oldest first per shard, via the sparse index."""
-        returned = 0
-        for shard in range(DUE_SHARDS):
-            kwargs: dict[str, Any] = {
-                "IndexName": DUE_INDEX,
-                "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
-                "ExpressionAttributeValues": {":shard": {"S": f"DUE#{shard}"}, ":now": {"N": num(now)}},
-            }
-            while True:
-                page = self._table.call("query", **kwargs)
-                for item in page.get("Items", []):
-                    yield item["pk"]["S"].removeprefix("APP#"), float(item["due_at"]["N"])
-                    returned += 1
-                    if limit is not None and returned >= limit:
-                        return
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        """(merchant app, due time) of each rotation due, oldest first across the shards of the
+        sparse index (each shard is read in due order, a page at a time, and the shards merged)."""
+        shards = (self._due_in_shard(shard, now) for shard in range(DUE_SHARDS))
+        merged = heapq.merge(*shards, key=lambda due: due[1])
+        return merged if limit is None else itertools.islice(merged, limit)
+
+    def _due_in_shard(self, shard: int, now: float) -> Iterator[tuple[str, float]]:
+        kwargs: dict[str, Any] = {
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
+            "ExpressionAttributeValues": {":shard": {"S": f"DUE#{shard}"}, ":now": {"N": num(now)}},
+        }
+        while True:
+            page = self._table.call("query", **kwargs)
+            for item in page.get("Items", []):
+                yield item["pk"]["S"].removeprefix("APP#"), float(item["due_at"]["N"])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def acquire_lease(
         self, auth_app_id: str, owner: str, lease_seconds: float, *, force: bool = False
@@ -439,7 +442,9 @@ class TokenStore:
             ":previous": record.sealed.current,
             ":grace": {"N": num(now + self.schedule.previous_grace_seconds)},
             ":obtained": {"N": num(token.obtained_at)},
-            ":due": {"N": num(self.schedule.next_due(token.obtained_at, token.re_expires_in))},
+            ":due": {
+                "N": num(self.schedule.next_due(token.obtained_at, token.re_expires_in, token.auth_app_id))
+            },
             ":digest": {"S": token_digest(token.app_auth_token)},
             ":now": {"N": num(now)},
             ":zero": {"N": "0"},
