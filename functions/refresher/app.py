@@ -17,7 +17,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from app_auth.container import get_container
-from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, PARKED, RACED, REFRESHED, SKIPPED
+from app_auth.refresh import (
+    DEFERRED,
+    FAILED,
+    NEEDS_REAUTH,
+    PARKED,
+    QUARANTINED,
+    RACED,
+    REFRESHED,
+    SKIPPED,
+)
 
 logger = Logger(service="alipay-app-auth")
 # The layer logs through the standard library: give it this function's JSON format and level.
@@ -32,6 +41,7 @@ _METRICS = {
     SKIPPED: "TokensSkipped",
     DEFERRED: "TokensDeferred",
     PARKED: "TokensParked",
+    QUARANTINED: "TokensQuarantined",
 }
 
 

@@ -17,7 +17,7 @@ from app_auth.flow_store import ClaimStatus, FlowStore
 from app_auth.run_lease import RunLease
 from app_auth.schedule import RotationSchedule
 from app_auth.table import ConditionFailed, Table
-from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED, Replace, TokenStore, token_pk
+from app_auth.token_store import ACTIVE, NEEDS_REAUTH, QUARANTINED, REVOKED, Replace, TokenStore, token_pk
 from sandbox.table import table_definition_from_template
 from tests.fakes.clock import Clock
 from tests.fakes.dynamodb import FakeDynamoDB
@@ -341,3 +341,24 @@ def test_due_tokens_come_oldest_first_across_the_shards(store: TokenStore, clock
     assert [app for app, _ in found] == sorted(apps, key=due.get)
     assert [at for _, at in found] == sorted(due.values())
     assert [app for app, _ in store.due_app_ids(clock.now, limit=5)] == sorted(apps, key=due.get)[:5]
+
+
+def test_a_quarantined_token_is_served_off_the_schedule_until_a_forced_refresh(
+    store: TokenStore, clock: Clock
+) -> None:
+    # Given a due token whose refresh failed for the last allowed time
+    store.save_authorization(token(), isv_app_id="isv", due_at=clock.now - 1)
+    leased = store.acquire_lease("2088A", "w", 60)
+    store.record_refresh_failure(leased, "w", error="system-error", retry_at=0, dead=False, quarantine=True)
+    # Then it leaves the due index, and only a forced lease takes it
+    quarantined = store.get_token("2088A")
+    assert (quarantined.status, quarantined.due_at, quarantined.failures) == (QUARANTINED, None, 1)
+    assert list(store.due_app_ids(clock.now + 10**9)) == []
+    with pytest.raises(ConcurrentUpdate):
+        store.acquire_lease("2088A", "w", 60)
+    forced = store.acquire_lease("2088A", "w", 60, force=True)
+    # And a committed rotation puts it back: active, due again, in the index
+    store.commit_rotation(forced, "w", token(n=2, at=clock.now))
+    back = store.get_token("2088A")
+    assert (back.status, back.failures) == (ACTIVE, 0) and back.due_at is not None
+    assert [app for app, _ in store.due_app_ids(back.due_at)] == ["2088A"]

@@ -14,8 +14,18 @@ from alipay_v3 import AlipayError, AppToken, TokenGrant
 from app_auth import events
 from app_auth.errors import ConfigurationRefused
 from app_auth.grants import Route
-from app_auth.refresh import DEFERRED, FAILED, NEEDS_REAUTH, PARKED, RACED, REFRESHED, SKIPPED
+from app_auth.refresh import (
+    DEFERRED,
+    FAILED,
+    NEEDS_REAUTH,
+    PARKED,
+    QUARANTINED,
+    RACED,
+    REFRESHED,
+    SKIPPED,
+)
 from app_auth.token_store import ACTIVE, TokenRecord, TokenStatus
+from app_auth.tokens import read_current_token
 from tests.fast.fake_alipay import api_error, transport_error
 from tests.fast.world import MERCHANT_APP, TokenWritesFailingDynamoDB, World, build_world
 
@@ -405,3 +415,29 @@ def test_a_rotation_the_table_refuses_is_parked_sealed_and_replays(creds, alipay
     after = record(world)
     assert (after.version, after.isv_ref, after.status) == (2, "shop-1", ACTIVE)
     assert world.store.open_current(after).app_auth_token == issued.app_auth_token != old.app_auth_token
+
+
+def test_a_token_failing_again_and_again_is_quarantined_still_served_and_recoverable(world: World) -> None:
+    # Given a token whose every refresh fails, run after run
+    seed(world)
+    served = world.store.open_current(record(world)).app_auth_token
+    times = world.refresher.policy.quarantine_after
+    world.alipay.answer_refresh(*[api_error("SYSTEM_ERROR", http_status=500)] * times)
+    outcomes = []
+    for _ in range(times):
+        come_due(world)
+        outcomes.append(world.refresher.refresh_one(MERCHANT_APP))
+    # Then after the last allowed failure it is quarantined, announced once, and retried no more
+    assert outcomes == [FAILED] * (times - 1) + [QUARANTINED]
+    after = record(world)
+    assert (after.status, after.failures, after.due_at) == (TokenStatus.QUARANTINED, times, None)
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).due == 0
+    assert [kind for kind, _ in world.events.published()] == [events.REFRESH_FAILED, events.QUARANTINED]
+    # While the merchant's token is still handed out
+    assert read_current_token(world.store, MERCHANT_APP).app_auth_token == served
+    # And an operator's refresh, once the cause is fixed, brings it back onto the schedule
+    assert world.refresher.refresh_one(MERCHANT_APP, force=True) == REFRESHED
+    back = record(world)
+    assert (back.status, back.failures) == (ACTIVE, 0) and back.due_at is not None
+    come_due(world)
+    assert [app for app, _ in world.store.due_app_ids(world.clock())] == [MERCHANT_APP]

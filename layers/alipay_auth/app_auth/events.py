@@ -22,6 +22,7 @@ REFRESH_FAILED = "Token Refresh Failed"
 RECOVERED = "Token Refresh Recovered"
 NEEDS_REAUTHORIZATION = "Reauthorization Needed"
 REFERENCE_CHANGED = "Authorization Reference Changed"
+QUARANTINED = "Token Quarantined"
 CONFIGURATION_ERROR = "Configuration Error"
 
 # Only these keys may appear in a detail: a whitelist, so a token can never slip in by accident.

@@ -27,7 +27,7 @@ from .errors import AppAuthError, InvalidRequest, StorageError
 from .grants import Route
 from .links import StateSigner, check_isv_ref
 from .refresh import RefreshOutcome
-from .token_store import ACTIVE, TokenRecord, TokenStatus
+from .token_store import SERVED, TokenRecord, TokenStatus
 
 STATUSES = tuple(status.value for status in TokenStatus)
 # A state made for a code the operator brings: used at once, so it need not live long.
@@ -88,10 +88,10 @@ class Operations:
     def refresh(self, auth_app_id: str) -> RefreshResult:
         """Rotate now, whether due or not; the same leased, fenced rotation the schedule runs."""
         before = self.store.get_token(auth_app_id)
-        if before.status != ACTIVE:
+        if before.status not in SERVED:
             raise InvalidRequest(
-                f"merchant app {auth_app_id} is {before.status}; only an active token can be refreshed "
-                "(the merchant must authorize again)",
+                f"merchant app {auth_app_id} is {before.status}; only an active or quarantined token can "
+                "be refreshed (the merchant must authorize again)",
                 code="not-active",
             )
         outcome = self.container.refresher.refresh_one(auth_app_id, force=True)

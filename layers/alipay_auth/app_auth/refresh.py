@@ -58,9 +58,10 @@ class RefreshOutcome(StrEnum):
     NEEDS_REAUTH = "needs_reauth"  # Alipay says the grant is dead
     DEFERRED = "deferred"  # not started for lack of time: its lease given back, the next run takes it
     PARKED = "parked"  # Alipay rotated it, storing failed: the new pair waits sealed on the replay queue
+    QUARANTINED = "quarantined"  # failed ``quarantine_after`` times: served while valid, not retried
 
 
-REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH, DEFERRED, PARKED = RefreshOutcome
+REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH, DEFERRED, PARKED, QUARANTINED = RefreshOutcome
 _COMMIT_ATTEMPTS = 3  # the fenced write after Alipay rotated: Alipay's side is done, ours must follow
 
 
@@ -71,7 +72,11 @@ _POLICY_VARIABLES = {
     "backoff_base_seconds": "REFRESH_BACKOFF_BASE_SECONDS",
     "backoff_cap_seconds": "REFRESH_BACKOFF_CAP_SECONDS",
     "stop_margin_seconds": "REFRESH_STOP_MARGIN_SECONDS",
+    "quarantine_after": "REFRESH_QUARANTINE_AFTER",
 }
+
+
+_WHOLE_NUMBERS = frozenset({"concurrency", "quarantine_after"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,9 @@ class RefreshPolicy:
     backoff_cap_seconds: float = 6 * 3600.0
     concurrency: int = 16
     max_calls_per_second: float = 20.0  # stay under Alipay's QPS for the app
+    # After this many failures in a row (backing off, about two days at the defaults) a token is
+    # quarantined: still served, no longer retried, until an operator's refresh succeeds.
+    quarantine_after: int = 10
     # No Alipay call starts with less time left than this: a wait for a slot and one call at their
     # worst (the client's timeouts times its attempts, each), then the commit, inside the deadline.
     stop_margin_seconds: float = 100.0
@@ -92,7 +100,7 @@ class RefreshPolicy:
         values: dict[str, Any] = {}
         for name, variable in _POLICY_VARIABLES.items():
             if env.get(variable):
-                values[name] = int(env[variable]) if name == "concurrency" else float(env[variable])
+                values[name] = int(env[variable]) if name in _WHOLE_NUMBERS else float(env[variable])
         return cls(**values)
 
     def backoff(self, failures: int) -> float:
@@ -256,12 +264,27 @@ class RefreshService:
         self, record: TokenRecord, error_code: str, sink: events.EventSink, *, dead: bool
     ) -> RefreshOutcome:
         retry_at = self._clock() + self.policy.backoff(record.failures + 1)
+        quarantine = not dead and record.failures + 1 >= self.policy.quarantine_after
         try:
             self.store.record_refresh_failure(
-                record, self.owner, error=error_code, retry_at=retry_at, dead=dead
+                record, self.owner, error=error_code, retry_at=retry_at, dead=dead, quarantine=quarantine
             )
         except ConcurrentUpdate:
             return RACED
+        if quarantine:
+            logger.warning(
+                "merchant app %s quarantined after %d failed refreshes (%s); still served",
+                record.auth_app_id,
+                record.failures + 1,
+                error_code,
+            )
+            sink.publish(
+                events.QUARANTINED,
+                auth_app_id=record.auth_app_id,
+                isv_ref=record.isv_ref,
+                error_code=error_code,
+            )
+            return QUARANTINED
         if dead:
             logger.warning("merchant app %s needs re-authorization (%s)", record.auth_app_id, error_code)
             sink.publish(

@@ -56,10 +56,13 @@ _LISTED = (
 class TokenStatus(StrEnum):
     ACTIVE = "active"
     NEEDS_REAUTH = "needs_reauth"
+    QUARANTINED = "quarantined"  # rotation failed too often: served while valid, no longer retried
     REVOKED = "revoked"
 
 
 ACTIVE, NEEDS_REAUTH, REVOKED = TokenStatus.ACTIVE, TokenStatus.NEEDS_REAUTH, TokenStatus.REVOKED
+QUARANTINED = TokenStatus.QUARANTINED
+SERVED = frozenset({ACTIVE, QUARANTINED})  # the statuses whose current token is handed out
 
 
 def token_pk(auth_app_id: str) -> str:
@@ -400,11 +403,11 @@ class TokenStore:
         self, auth_app_id: str, owner: str, lease_seconds: float, *, force: bool = False
     ) -> TokenRecord:
         """Take the item for one refresh. Raises ``ConcurrentUpdate`` when it is not due (any more),
-        not active, or leased by a live holder: in each case there is nothing for this caller to do."""
+        not active, or leased by a live holder: in each case there is nothing for this caller to do.
+        ``force`` (an operator's refresh) takes it whether due or not, quarantined too."""
         now = self._clock()
-        condition = "#s = :active AND (attribute_not_exists(lease_until) OR lease_until < :now)"
-        if not force:
-            condition += " AND due_at <= :now"
+        status = "(#s = :active OR #s = :quarantined)" if force else "#s = :active AND due_at <= :now"
+        condition = status + " AND (attribute_not_exists(lease_until) OR lease_until < :now)"
         result = self._table.call(
             "update_item",
             Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
@@ -416,6 +419,7 @@ class TokenStore:
                 ":now": {"N": num(now)},
                 ":owner": {"S": owner},
                 ":until": {"N": num(now + lease_seconds)},
+                **({":quarantined": {"S": QUARANTINED.value}} if force else {}),
             },
             ReturnValues="ALL_NEW",
         )
@@ -448,11 +452,13 @@ class TokenStore:
             ":digest": {"S": token_digest(token.app_auth_token)},
             ":now": {"N": num(now)},
             ":zero": {"N": "0"},
+            ":active": {"S": ACTIVE.value},
+            ":shard": {"S": due_shard(record.auth_app_id)},
         }
         update = (
             "SET #v = :next, #cur = :current, previous = :previous, previous_valid_until = :grace, "
             "obtained_at = :obtained, due_at = :due, token_digest = :digest, updated_at = :now, "
-            "refreshed_at = :now, failures = :zero"
+            "refreshed_at = :now, failures = :zero, #s = :active, due_shard = :shard"
         )
         for name in ("re_expires_in", "expires_in"):
             if getattr(token, name) is not None:
@@ -462,7 +468,7 @@ class TokenStore:
             "update_item",
             **self._fenced(record),
             UpdateExpression=update + " REMOVE lease_owner, lease_until, last_error",
-            ExpressionAttributeNames={"#v": "version", "#cur": "current"},
+            ExpressionAttributeNames={"#v": "version", "#cur": "current", "#s": "status"},
             ExpressionAttributeValues=values,
         )
 
@@ -478,9 +484,17 @@ class TokenStore:
             )
 
     def record_refresh_failure(
-        self, record: TokenRecord, owner: str, *, error: str, retry_at: float, dead: bool
+        self,
+        record: TokenRecord,
+        owner: str,
+        *,
+        error: str,
+        retry_at: float,
+        dead: bool,
+        quarantine: bool = False,
     ) -> TokenRecord:
-        """A failed refresh: back off (``retry_at``), or, for a dead grant, leave the schedule for good."""
+        """A failed refresh: back off (``retry_at``), or leave the schedule: for good for a dead
+        grant, until an operator's refresh for a ``quarantine`` (the token is still served)."""
         values: dict[str, Any] = {
             ":v": {"N": str(record.version)},
             ":owner": {"S": owner},
@@ -488,12 +502,13 @@ class TokenStore:
             ":now": {"N": num(self._clock())},
             ":one": {"N": "1"},
         }
-        if dead:
+        if dead or quarantine:
             update = (
-                "SET #s = :dead, last_error = :error, updated_at = :now, #v = #v + :one "
-                "REMOVE due_shard, due_at, lease_owner, lease_until"
+                "SET #s = :status, last_error = :error, updated_at = :now, #v = #v + :one"
+                + ("" if dead else ", failures = failures + :one")
+                + " REMOVE due_shard, due_at, lease_owner, lease_until"
             )
-            values[":dead"] = {"S": NEEDS_REAUTH.value}
+            values[":status"] = {"S": (NEEDS_REAUTH if dead else QUARANTINED).value}
         else:
             update = (
                 "SET due_at = :retry, last_error = :error, updated_at = :now, failures = failures + :one "
@@ -504,7 +519,7 @@ class TokenStore:
             "update_item",
             **self._fenced(record),
             UpdateExpression=update,
-            ExpressionAttributeNames={"#v": "version", **({"#s": "status"} if dead else {})},
+            ExpressionAttributeNames={"#v": "version", **({"#s": "status"} if dead or quarantine else {})},
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )

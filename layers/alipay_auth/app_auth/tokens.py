@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import AppAuthError
-from .token_store import ACTIVE, TokenStore
+from .token_store import SERVED, TokenStore
 
 
 class TokenUnusable(AppAuthError):
@@ -52,7 +52,7 @@ class CurrentToken:
 
 def read_current_token(store: TokenStore, auth_app_id: str) -> CurrentToken:
     record = store.get_token(auth_app_id)
-    if record.status != ACTIVE:
+    if record.status not in SERVED:
         raise TokenUnusable(f"merchant app {auth_app_id} is {record.status}; it must authorize again")
     pair = store.open_current(record)
     previous = store.open_previous(record)
