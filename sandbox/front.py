@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -95,8 +95,11 @@ class LambdaContext:
     log_group_name: str = "/aws/lambda/local-callback"
     log_stream_name: str = "local"
 
+    timeout_seconds: float = 29.0  # the callback function's Timeout in template.yaml
+    started: float = field(default_factory=time.monotonic)
+
     def get_remaining_time_in_millis(self) -> int:
-        return 15_000
+        return int((self.started + self.timeout_seconds - time.monotonic()) * 1000)
 
 
 def http_api_event(

@@ -59,9 +59,15 @@ Response = dict[str, Any]  # the payload-2.0 answer: statusCode, headers, body
 class Request:
     """One payload-2.0 event, read the way the routes need it."""
 
-    def __init__(self, event: Mapping[str, Any], path_parameters: Mapping[str, str]) -> None:
+    def __init__(
+        self, event: Mapping[str, Any], path_parameters: Mapping[str, str], context: LambdaContext
+    ) -> None:
         self.event = event
         self.path_parameters = path_parameters
+        self.context = context
+
+    def remaining_seconds(self) -> float:
+        return self.context.get_remaining_time_in_millis() / 1000
 
     @property
     def query(self) -> dict[str, str]:
@@ -133,7 +139,9 @@ def authorize(request: Request) -> Response:
 @route("GET /callback")
 def callback(request: Request) -> Response:
     container = get_container()
-    result = container.authorization.handle_callback(request.query, callback_url=_callback_url(request))
+    result = container.authorization.handle_callback(
+        request.query, callback_url=_callback_url(request), remaining_seconds=request.remaining_seconds
+    )
     metrics.add_metric(name=f"Callback_{result.outcome}", unit=MetricUnit.Count, value=1)
     logger.info(
         "callback answered",
@@ -250,7 +258,7 @@ def _refusal(event: Mapping[str, Any], exc: AppAuthError) -> Response:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Response:
     try:
         found, path_parameters = _find_route(event)
-        return found(Request(event, path_parameters))
+        return found(Request(event, path_parameters, context))
     except AppAuthError as exc:
         return _refusal(event, exc)
     except Exception:  # a bug or an untranslated failure: logged whole, answered in the caller's form

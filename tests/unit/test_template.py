@@ -184,7 +184,7 @@ def test_functions_point_at_their_code_and_have_the_agreed_limits(template: dict
     refresher = template["Resources"]["RefresherFunction"]["Properties"]
     assert callback["CodeUri"] == "functions/callback/"
     assert refresher["CodeUri"] == "functions/refresher/"
-    assert (callback["Timeout"], callback["MemorySize"]) == (15, 512)
+    assert (callback["Timeout"], callback["MemorySize"]) == (29, 512)  # HTTP API waits 30 s at most
     assert (refresher["Timeout"], refresher["MemorySize"]) == (300, 512)
     # One run at a time is the run lease's job: reserved concurrency fails to deploy on accounts
     # with the default limit of 10, so none is reserved.

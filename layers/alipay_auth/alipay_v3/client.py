@@ -177,7 +177,10 @@ class AlipayClient:
         app_auth_token: str | None = None,
         encrypt: bool = False,
         idempotent: bool = False,
+        timeout: tuple[float, float] | None = None,
     ) -> AlipayResponse:
+        """``timeout`` (connect, read) overrides the client's for this call: a caller with a
+        deadline passes what is left of it."""
         method = method.upper()
         if not path.startswith("/"):
             raise ValueError("path must start with '/', e.g. /v3/alipay/open/auth/token/app")
@@ -201,7 +204,9 @@ class AlipayClient:
 
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return self._attempt(method, url, path, payload, headers, app_auth_token, encrypt)
+                return self._attempt(
+                    method, url, path, payload, headers, app_auth_token, encrypt, timeout or self.timeout
+                )
             except TransportError as exc:
                 may_retry = (idempotent and not exc.timed_out) or not exc.request_sent
                 error: AlipayError = exc
@@ -226,6 +231,7 @@ class AlipayClient:
         headers: dict[str, str],
         app_auth_token: str | None,
         encrypted: bool,
+        timeout: tuple[float, float],
     ) -> AlipayResponse:
         auth = AlipayAuth(self.config, app_auth_token=app_auth_token, clock=self._clock, nonce=self._nonce)
         started = time.monotonic()
@@ -236,7 +242,7 @@ class AlipayClient:
             # over the protocol benchmark's target.
             response = self.session.get_adapter(url).send(
                 _prepare(method, url, headers, payload, auth),
-                timeout=self.timeout,
+                timeout=timeout,
                 verify=self._verify,
                 cert=self._cert,
                 proxies=self._proxies,

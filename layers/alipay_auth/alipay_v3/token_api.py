@@ -124,11 +124,17 @@ class TokenApi:
         self.client = client
         self.clock = clock
 
-    def exchange_code(self, app_auth_code: str, *, encrypt: bool = False) -> TokenGrant:
-        """grant_type=authorization_code. Not retried once sent: a code is single-use."""
+    def exchange_code(
+        self, app_auth_code: str, *, encrypt: bool = False, timeout: tuple[float, float] | None = None
+    ) -> TokenGrant:
+        """grant_type=authorization_code. Not retried once sent: a code is single-use. ``timeout``
+        as for ``AlipayClient.call``."""
         _check_grant_value(app_auth_code, "app_auth_code")
         return self._call(
-            {"grant_type": "authorization_code", "code": app_auth_code}, encrypt, idempotent=False
+            {"grant_type": "authorization_code", "code": app_auth_code},
+            encrypt,
+            idempotent=False,
+            timeout=timeout,
         )
 
     def refresh(self, app_refresh_token: str, *, encrypt: bool = False) -> TokenGrant:
@@ -139,6 +145,15 @@ class TokenApi:
             {"grant_type": "refresh_token", "refresh_token": app_refresh_token}, encrypt, idempotent=True
         )
 
-    def _call(self, body: dict[str, str], encrypt: bool, *, idempotent: bool) -> TokenGrant:
-        response = self.client.call("POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent)
+    def _call(
+        self,
+        body: dict[str, str],
+        encrypt: bool,
+        *,
+        idempotent: bool,
+        timeout: tuple[float, float] | None = None,
+    ) -> TokenGrant:
+        response = self.client.call(
+            "POST", TOKEN_PATH, data=body, encrypt=encrypt, idempotent=idempotent, timeout=timeout
+        )
         return TokenGrant(parse_token_response(response.data, self.clock()), response.trace_id)

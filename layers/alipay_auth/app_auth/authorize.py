@@ -37,6 +37,7 @@ SOURCE = "alipay_app_auth"
 # How long a second request for the same code waits for the first one to finish before it is
 # told to reload: long enough for a normal exchange, short enough for a browser.
 _DUPLICATE_WAIT_SECONDS = 3.0
+_STORE_SECONDS = 3.0  # kept back from the deadline for storing (or parking) and answering
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,20 @@ class AuthorizationService:
     # -- the callback ------------------------------------------------------------------------------
 
     def handle_callback(
-        self, params: Mapping[str, str], *, callback_url: str | None = None
+        self,
+        params: Mapping[str, str],
+        *,
+        callback_url: str | None = None,
+        remaining_seconds: Callable[[], float] | None = None,
     ) -> CallbackResult:
         """``callback_url``: the redirect URI for the fresh link of a failure page, when the settings
-        name none (a default deploy: the API's own /callback)."""
+        name none (a default deploy: the API's own /callback). ``remaining_seconds``: the
+        invocation's time left; the claim and Alipay's read timeout end inside it."""
         code, state_id = self._validate(params)
         digest = code_hash(code)
+        # Before anything is spent: with the data key in hand, storing or parking the grant needs no
+        # KMS after Alipay answered, and a KMS failure now leaves the link and the code unused.
+        key = self.grants.reserve_seal()
         isv_ref = None
         if state_id is not None:
             try:
@@ -132,14 +141,18 @@ class AuthorizationService:
                     "this authorization link was already used or has expired", code="state-used"
                 ) from exc
 
+        left = remaining_seconds() - _STORE_SECONDS if remaining_seconds else None
         existing = self.flow.claim_code(
-            digest, isv_ref=isv_ref, ttl_seconds=self.settings.code_claim_ttl_seconds
+            digest,
+            isv_ref=isv_ref,
+            ttl_seconds=self.settings.code_claim_ttl_seconds,
+            exchanging_until=None if left is None else self._clock() + left + _STORE_SECONDS,
         )
         if existing is not None:
             return self._answer_duplicate(digest, existing.isv_ref or isv_ref, callback_url)
 
         try:
-            grant = self._token_api().exchange_code(code)
+            grant = self._token_api().exchange_code(code, timeout=self._timeout_within(left))
         except AlipayApiError as exc:
             self.flow.finish_claim(digest, ClaimStatus.FAILED, error_code=exc.code)
             logger.warning("code exchange refused by Alipay: %s (trace id %s)", exc.code, exc.trace_id)
@@ -168,10 +181,12 @@ class AuthorizationService:
         ids = tuple(t.auth_app_id for t in grant.tokens)
         try:
             for token in grant.tokens:
-                self.grants.record(token, via=Route.CALLBACK, isv_app_id=self._isv_app_id(), isv_ref=isv_ref)
+                self.grants.record(
+                    token, via=Route.CALLBACK, isv_app_id=self._isv_app_id(), isv_ref=isv_ref, key=key
+                )
             self.flow.finish_claim(digest, ClaimStatus.DONE, auth_app_ids=ids)
         except (StorageError, ConcurrentUpdate) as exc:
-            parked = self.replay.park(grant.tokens, isv_ref=isv_ref, digest=digest)
+            parked = self.replay.park(grant.tokens, isv_ref=isv_ref, digest=digest, key=key)
             logger.error("storing an authorization failed (%s); parked for replay: %s", exc.code, parked)
             if not parked:
                 raise
@@ -181,6 +196,13 @@ class AuthorizationService:
                 logger.warning("the claim could not be marked parked; the queue holds the result")
             return CallbackResult(CallbackOutcome.PARKED, ids, isv_ref)
         return CallbackResult(CallbackOutcome.AUTHORIZED, ids, isv_ref)
+
+    def _timeout_within(self, left: float | None) -> tuple[float, float] | None:
+        """The client's (connect, read) timeouts, cut so that the exchange ends ``left`` from now."""
+        if left is None:
+            return None
+        connect, read = self._token_api().client.timeout
+        return connect, max(1.0, min(read, left - connect))
 
     def _validate(self, params: Mapping[str, str]) -> tuple[str, str | None]:
         app_id = params.get("app_id")
@@ -216,6 +238,14 @@ class AuthorizationService:
             if claim is None or claim.status != ClaimStatus.EXCHANGING or self._clock() >= deadline:
                 break
             self._sleep(0.2)
+        if claim is not None and claim.abandoned(self._clock()):
+            # The request that claimed the code was killed mid-exchange: Alipay may have spent it.
+            return CallbackResult(
+                CallbackOutcome.UNCONFIRMED,
+                isv_ref=claim.isv_ref,
+                repeated=True,
+                fresh_link=self._fresh_link(claim.isv_ref, callback_url),
+            )
         if claim is None or claim.status == ClaimStatus.EXCHANGING:
             return CallbackResult(CallbackOutcome.IN_PROGRESS, isv_ref=isv_ref, repeated=True)
         if claim.status == ClaimStatus.DONE:

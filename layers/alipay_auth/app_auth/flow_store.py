@@ -38,16 +38,28 @@ class CodeClaim:
     auth_app_ids: tuple[str, ...]
     isv_ref: str | None
     error_code: str | None
+    exchanging_until: float | None = None  # the claiming invocation's deadline: exchanging no longer after it
 
     @classmethod
     def from_item(cls, item: Item) -> CodeClaim:
         values = plain(item)
+        until = values.get("exchanging_until")
         return cls(
             status=ClaimStatus(values["status"]),
             claimed_at=float(values["claimed_at"]),
             auth_app_ids=tuple(values.get("auth_app_ids") or ()),
             isv_ref=values.get("isv_ref"),
             error_code=values.get("error_code"),
+            exchanging_until=None if until is None else float(until),
+        )
+
+    def abandoned(self, now: float) -> bool:
+        """Still marked exchanging after the deadline of the request that claimed it: that request
+        was killed (a Lambda timeout) somewhere between its claim and its answer."""
+        return (
+            self.status == ClaimStatus.EXCHANGING
+            and self.exchanging_until is not None
+            and now > self.exchanging_until
         )
 
 
@@ -116,9 +128,12 @@ class FlowStore:
 
     # -- code claims -------------------------------------------------------------------------------
 
-    def claim_code(self, digest: str, *, isv_ref: str | None, ttl_seconds: float) -> CodeClaim | None:
+    def claim_code(
+        self, digest: str, *, isv_ref: str | None, ttl_seconds: float, exchanging_until: float | None = None
+    ) -> CodeClaim | None:
         """Claim a code before it is exchanged. Returns None when the claim is ours, else the
-        existing claim (a reload, a double click, or a concurrent duplicate)."""
+        existing claim (a reload, a double click, or a concurrent duplicate). ``exchanging_until``:
+        the claiming invocation's deadline, as Powertools' idempotency records an in-progress one."""
         now = self._clock()
         values: dict[str, Any] = {
             "pk": f"CODE#{digest}",
@@ -129,6 +144,8 @@ class FlowStore:
         }
         if isv_ref:
             values["isv_ref"] = isv_ref
+        if exchanging_until is not None:
+            values["exchanging_until"] = dec(exchanging_until)
         try:
             self._table.call("put_item", Item=wire(values), ConditionExpression="attribute_not_exists(pk)")
         except ConditionFailed as exc:

@@ -23,6 +23,7 @@ from enum import StrEnum
 from alipay_v3 import AppToken
 
 from . import events
+from .crypto import DataKey
 from .token_store import ACTIVE, REVOKED, TokenRecord, TokenStore, token_digest
 
 
@@ -37,6 +38,10 @@ class Grants:
         self._store = store
         self._publisher = publisher
 
+    def reserve_seal(self) -> DataKey:
+        """A data key for the tokens to come (see ``record``)."""
+        return self._store.reserve_seal()
+
     def record(
         self,
         token: AppToken,
@@ -45,12 +50,14 @@ class Grants:
         isv_app_id: str,
         isv_ref: str | None = None,
         sent_at: float | None = None,
+        key: DataKey | None = None,
     ) -> TokenRecord | None:
         """Store ``token`` unless what is stored supersedes it; None when it was held back.
 
-        ``sent_at`` is when Alipay sent a notification (None: unknown, which holds it back)."""
+        ``sent_at`` is when Alipay sent a notification (None: unknown, which holds it back);
+        ``key``, a data key reserved before Alipay was asked (``TokenStore.reserve_seal``)."""
         rule = _RouteRule(token, via, isv_ref, sent_at)
-        record = self._store.save_authorization(token, isv_app_id=isv_app_id, admission=rule)
+        record = self._store.save_authorization(token, isv_app_id=isv_app_id, admission=rule, key=key)
         if record is None:
             return None
         self._publisher.publish(

@@ -255,6 +255,7 @@ class TokenStore:
         isv_app_id: str,
         admission: Admission = Replace(),
         due_at: float | None = None,
+        key: DataKey | None = None,
     ) -> TokenRecord | None:
         """Store a freshly obtained token unless ``admission`` holds it back (None).
 
@@ -296,7 +297,7 @@ class TokenStore:
                 "due_shard": due_shard(token.auth_app_id),
                 "failures": 0,
                 "token_digest": digest,
-                "current": self._seal(token),
+                "current": self._seal(token, key),
             }
             if isv_ref:
                 values["isv_ref"] = isv_ref
