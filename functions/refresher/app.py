@@ -17,16 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from app_auth.container import get_container
-from app_auth.refresh import (
-    DEFERRED,
-    FAILED,
-    NEEDS_REAUTH,
-    PARKED,
-    QUARANTINED,
-    RACED,
-    REFRESHED,
-    SKIPPED,
-)
+from app_auth.refresh import RefreshOutcome
 
 logger = Logger(service="alipay-app-auth")
 # The layer logs through the standard library: give it this function's JSON format and level.
@@ -34,14 +25,14 @@ copy_config_to_registered_loggers(source_logger=logger, include={"app_auth", "al
 metrics = Metrics(namespace="AlipayAppAuth", service="alipay-app-auth")
 
 _METRICS = {
-    REFRESHED: "TokensRefreshed",
-    FAILED: "TokensFailed",
-    NEEDS_REAUTH: "TokensNeedingReauthorization",
-    RACED: "TokensRaced",
-    SKIPPED: "TokensSkipped",
-    DEFERRED: "TokensDeferred",
-    PARKED: "TokensParked",
-    QUARANTINED: "TokensQuarantined",
+    RefreshOutcome.REFRESHED: "TokensRefreshed",
+    RefreshOutcome.FAILED: "TokensFailed",
+    RefreshOutcome.NEEDS_REAUTH: "TokensNeedingReauthorization",
+    RefreshOutcome.RACED: "TokensRaced",
+    RefreshOutcome.SKIPPED: "TokensSkipped",
+    RefreshOutcome.DEFERRED: "TokensDeferred",
+    RefreshOutcome.PARKED: "TokensParked",
+    RefreshOutcome.QUARANTINED: "TokensQuarantined",
 }
 
 

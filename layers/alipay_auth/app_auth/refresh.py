@@ -271,29 +271,15 @@ class RefreshService:
             )
         except ConcurrentUpdate:
             return RACED
-        if quarantine:
-            logger.warning(
-                "merchant app %s quarantined after %d failed refreshes (%s); still served",
-                record.auth_app_id,
-                record.failures + 1,
-                error_code,
+        if quarantine or dead:
+            kind, outcome, why = (
+                (events.QUARANTINED, QUARANTINED, f"quarantined after {record.failures + 1} failed refreshes")
+                if quarantine
+                else (events.NEEDS_REAUTHORIZATION, NEEDS_REAUTH, "needs re-authorization")
             )
-            sink.publish(
-                events.QUARANTINED,
-                auth_app_id=record.auth_app_id,
-                isv_ref=record.isv_ref,
-                error_code=error_code,
-            )
-            return QUARANTINED
-        if dead:
-            logger.warning("merchant app %s needs re-authorization (%s)", record.auth_app_id, error_code)
-            sink.publish(
-                events.NEEDS_REAUTHORIZATION,
-                auth_app_id=record.auth_app_id,
-                isv_ref=record.isv_ref,
-                error_code=error_code,
-            )
-            return NEEDS_REAUTH
+            logger.warning("merchant app %s %s (%s)", record.auth_app_id, why, error_code)
+            sink.publish(kind, auth_app_id=record.auth_app_id, isv_ref=record.isv_ref, error_code=error_code)
+            return outcome
         logger.info(
             "refresh of %s failed (%s), retry in %.0fs",
             record.auth_app_id,
