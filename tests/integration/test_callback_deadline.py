@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from botocore.awsrequest import AWSResponse
 
 from app_auth.flow_store import ClaimStatus, code_hash
 from sandbox.emulator import Fault
 from sandbox.front import LambdaContext
 from tests.integration.stack_fixtures import Stack
+from tests.integration.wire_faults import error_response
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +56,7 @@ def test_kms_failing_before_the_exchange_spends_neither_link_nor_code(stack: Sta
 
     def refuse(request, **_):
         refused.append("GenerateDataKey")
-        body = b'{"__type":"KMSInternalException","message":"injected"}'
-        return AWSResponse(request.url, 500, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))
+        return error_response(request, "kms", 500, "KMSInternalException")
 
     kms.meta.events.register("before-send.kms.GenerateDataKey", refuse)
     params = stack.consent(stack.create_link("shop-3"))
@@ -68,11 +67,3 @@ def test_kms_failing_before_the_exchange_spends_neither_link_nor_code(stack: Sta
     kms.meta.events.unregister("before-send.kms.GenerateDataKey", refuse)
     again = stack.callback(params)
     assert again.status_code == 200 and 'data-outcome="authorized"' in again.text
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **_):
-        yield self._body

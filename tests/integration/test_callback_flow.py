@@ -12,11 +12,11 @@ import json
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 
 from app_auth.container import build_container, set_container
 from sandbox.emulator import Fault
+from tests.integration.wire_faults import error_response
 
 pytestmark = pytest.mark.integration
 
@@ -176,19 +176,12 @@ def _fail_token_writes(dynamodb, how):
         failed.append(request.headers["X-Amz-Target"].decode())
         if how == "drop":
             raise EndpointConnectionError(endpoint_url=request.url)
-        body = b'{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}'
-        return AWSResponse(request.url, 500, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(body))
+        return error_response(
+            request, "dynamodb", 500, "com.amazonaws.dynamodb.v20120810#InternalServerError"
+        )
 
     dynamodb.meta.events.register("before-send.dynamodb.PutItem", before_send)
     return failed
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **_):
-        yield self._body
 
 
 @pytest.mark.parametrize("how", ["500", "drop"])

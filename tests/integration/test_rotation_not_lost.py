@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 
 from app_auth.container import build_container
@@ -16,6 +15,7 @@ from app_auth.refresh import PARKED
 from app_auth.token_store import ACTIVE
 from sandbox.seed import seed_tokens
 from tests.integration.stack_fixtures import Stack
+from tests.integration.wire_faults import error_response
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +24,6 @@ FAULTS = {
     "throttled": ("ProvisionedThroughputExceededException", 400),
     "dropped": (None, None),
 }
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **_):
-        yield self._body
 
 
 def fail_every_commit(dynamodb, how: str) -> list[str]:
@@ -47,8 +39,7 @@ def fail_every_commit(dynamodb, how: str) -> list[str]:
             failed.append(how)
         if code is None:
             raise EndpointConnectionError(endpoint_url=request.url)
-        body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected"}}'.encode()
-        return AWSResponse(request.url, status, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(body))
+        return error_response(request, "dynamodb", status, f"com.amazonaws.dynamodb.v20120810#{code}")
 
     dynamodb.meta.events.register("before-send.dynamodb.UpdateItem", before_send)
     return failed
