@@ -141,18 +141,18 @@ class AuthorizationService:
                     "this authorization link was already used or has expired", code="state-used"
                 ) from exc
 
-        left = remaining_seconds() - _STORE_SECONDS if remaining_seconds else None
+        deadline = self._clock() + remaining_seconds() if remaining_seconds else None
         existing = self.flow.claim_code(
             digest,
             isv_ref=isv_ref,
             ttl_seconds=self.settings.code_claim_ttl_seconds,
-            exchanging_until=None if left is None else self._clock() + left + _STORE_SECONDS,
+            exchanging_until=deadline,
         )
         if existing is not None:
             return self._answer_duplicate(digest, existing.isv_ref or isv_ref, callback_url)
 
         try:
-            grant = self._token_api().exchange_code(code, timeout=self._timeout_within(left))
+            grant = self._token_api().exchange_code(code, timeout=self._timeout_before(deadline))
         except AlipayApiError as exc:
             self.flow.finish_claim(digest, ClaimStatus.FAILED, error_code=exc.code)
             logger.warning("code exchange refused by Alipay: %s (trace id %s)", exc.code, exc.trace_id)
@@ -197,11 +197,13 @@ class AuthorizationService:
             return CallbackResult(CallbackOutcome.PARKED, ids, isv_ref)
         return CallbackResult(CallbackOutcome.AUTHORIZED, ids, isv_ref)
 
-    def _timeout_within(self, left: float | None) -> tuple[float, float] | None:
-        """The client's (connect, read) timeouts, cut so that the exchange ends ``left`` from now."""
-        if left is None:
+    def _timeout_before(self, deadline: float | None) -> tuple[float, float] | None:
+        """The client's (connect, read) timeouts, cut so that the exchange ends in time to store its
+        result before ``deadline``."""
+        if deadline is None:
             return None
         connect, read = self._token_api().client.timeout
+        left = deadline - self._clock() - _STORE_SECONDS
         return connect, max(1.0, min(read, left - connect))
 
     def _validate(self, params: Mapping[str, str]) -> tuple[str, str | None]:
