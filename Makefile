@@ -29,6 +29,7 @@ lint: ## ruff, formatting and mypy
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy functions/callback/app.py
 	$(VENV)/bin/mypy functions/refresher/app.py
+	$(VENV)/bin/mypy functions/tokens/app.py
 
 format: ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .

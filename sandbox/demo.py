@@ -38,7 +38,7 @@ from app_auth.local_stack import LOCAL_STACK_FILE, named_local_stack_file, write
 from .aws_standins import REGION, LocalAws
 from .credentials import DevCredentials
 from .emulator import Emulator
-from .front import Front, load_function
+from .front import Front
 from .stack import provision
 
 HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
@@ -91,8 +91,7 @@ def running_stack(config_file: Path | None = None, *, log_level: str = "WARNING"
     with contextlib.ExitStack() as stack:
         aws = stack.enter_context(LocalAws())
         os.environ.update(aws.env())
-        handler = load_function("callback").lambda_handler
-        front = stack.enter_context(Front(handler))
+        front = stack.enter_context(Front())
         emulator: Emulator | None = None
         creds: DevCredentials | None = None
         if config_file is None:

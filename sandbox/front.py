@@ -39,17 +39,57 @@ def load_function(name: str) -> ModuleType:
     return module
 
 
+@dataclass(frozen=True)
+class Integration:
+    """The function template.yaml wires a route to: its directory under functions/ and its Timeout."""
+
+    function: str
+    timeout_seconds: float
+
+
 @functools.cache
-def declared_routes() -> tuple[str, ...]:
-    """The route keys template.yaml declares ("GET /tokens/{auth_app_id}"), as API Gateway has them."""
-    keys = []
-    for resource in load_template(TEMPLATE)["Resources"].values():
+def integrations() -> dict[str, Integration]:
+    """Each route key template.yaml declares ("GET /tokens/{auth_app_id}") and its function."""
+    template = load_template(TEMPLATE)
+    default_timeout = template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    found = {}
+    for resource in template["Resources"].values():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
-        for event in resource["Properties"].get("Events", {}).values():
+        props = resource["Properties"]
+        integration = Integration(
+            props["CodeUri"].strip("/").removeprefix("functions/"), props.get("Timeout", default_timeout)
+        )
+        for event in props.get("Events", {}).values():
             if event["Type"] == "HttpApi":
-                keys.append(f"{event['Properties']['Method']} {event['Properties']['Path']}")
-    return tuple(keys)
+                found[f"{event['Properties']['Method']} {event['Properties']['Path']}"] = integration
+    return found
+
+
+def declared_routes() -> tuple[str, ...]:
+    """The route keys template.yaml declares, as API Gateway has them."""
+    return tuple(integrations())
+
+
+class HttpApi:
+    """The API's integrations, in this process: each event goes to the handler of the function its
+    route belongs to, with that function's deadline; a request no route fits is answered by API
+    Gateway itself (an HTTP API without a ``$default`` route answers 404 ``{"message":"Not Found"}``)."""
+
+    def __init__(self) -> None:
+        self.modules = {i.function: load_function(i.function) for i in integrations().values()}
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        integration = integrations().get(event["routeKey"])
+        if integration is None:
+            return {"statusCode": 404, "headers": {"Content-Type": "application/json"}, "body": NOT_FOUND}
+        context.timeout_seconds = integration.timeout_seconds
+        context.function_name = f"local-{integration.function}"
+        result: dict[str, Any] = self.modules[integration.function].lambda_handler(event, context)
+        return result
+
+
+NOT_FOUND = '{"message":"Not Found"}'
 
 
 def match_route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -164,7 +204,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class Front:
-    """``with Front(handler) as front: front.url`` — one thread per request, like Lambda's concurrency.
+    """``with Front() as front: front.url`` — one thread per request, like Lambda's concurrency.
 
     Unlike Lambda, the threads share one process, and with it Powertools' Logger and Metrics, which
     keep an invocation's log keys and metrics on module-level objects: concurrent requests may log
@@ -172,8 +212,8 @@ class Front:
     time the handler serialize it (tests/load).
     """
 
-    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.handler = handler
+    def __init__(self, handler: Handler | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.handler = handler or HttpApi()
         front = self
 
         class RequestHandler(BaseHTTPRequestHandler):

@@ -59,6 +59,9 @@ def provision(
     queue_url = aws.client("sqs").create_queue(QueueName=f"{name}-replay")["QueueUrl"]
     env = {
         "TABLE_NAME": table,
+        # As deployed, sealed values are bound to the store's name, not the table's (a restore keeps it)
+        "TOKEN_STORE_ID": f"{name}/token-store",
+        "SEALED_TABLE_NAME": table,
         "SECRET_ARN": alipay_secret,
         "STATE_SECRET_ARN": state_secret,
         "TOKEN_KMS_KEY_ID": key_id,

@@ -6,13 +6,15 @@ Routes (template.yaml wires them):
     GET  /callback?…            public: Alipay's redirect back with app_auth_code
     POST /notify                public: Alipay's notifications (authorized, cancelled), answered "success"
     POST /links                 IAM: create an authorization link (optionally with the ISV's ref)
-    GET  /tokens/{auth_app_id}  IAM: the current app_auth_token of a merchant app
+
+``GET /tokens/{auth_app_id}`` is another function's (functions/tokens): this one, public, may seal a
+grant but never open a stored token.
 
 Each route parses, calls one use case and maps the result; domain errors become responses in
 ``_refusal``, and nothing else decides a status code.
 
-API Gateway has already matched the route and names it in ``routeKey`` (with the decoded
-``pathParameters``), so a dictionary finds the function. A router that matches paths again
+API Gateway has already matched the route and names it in ``routeKey``, so a dictionary finds the
+function. A router that matches paths again
 (Powertools' APIGatewayHttpResolver) would lengthen every cold start, importing resolvers this API
 never uses (AppSync, asyncio, Bedrock). The local front (sandbox/front.py) matches paths the way
 API Gateway does and sends the same keys; a key that is not declared here is no route.
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -43,15 +44,11 @@ from app_auth.errors import (
     StorageError,
 )
 from app_auth.outcomes import ANSWERS, CallbackOutcome
-from app_auth.tokens import TokenUnusable, read_current_token
 
 logger = Logger(service="alipay-app-auth")
 # The layer logs through the standard library: give it this function's JSON format and level.
 copy_config_to_registered_loggers(source_logger=logger, include={"app_auth", "alipay_v3"})
 metrics = Metrics(namespace="AlipayAppAuth", service="alipay-app-auth")
-
-# Alipay app ids are digits; anything else (or longer than a DynamoDB key allows) is no merchant app.
-_AUTH_APP_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 Response = dict[str, Any]  # the payload-2.0 answer: statusCode, headers, body
 
@@ -59,11 +56,8 @@ Response = dict[str, Any]  # the payload-2.0 answer: statusCode, headers, body
 class Request:
     """One payload-2.0 event, read the way the routes need it."""
 
-    def __init__(
-        self, event: Mapping[str, Any], path_parameters: Mapping[str, str], context: LambdaContext
-    ) -> None:
+    def __init__(self, event: Mapping[str, Any], context: LambdaContext) -> None:
         self.event = event
-        self.path_parameters = path_parameters
         self.context = context
 
     def remaining_seconds(self) -> float:
@@ -89,7 +83,7 @@ class Request:
 
 
 Route = Callable[[Request], Response]
-ROUTES: dict[str, Route] = {}  # "METHOD /path/{param}" -> route, the routeKeys template.yaml declares
+ROUTES: dict[str, Route] = {}  # "METHOD /path" -> route, the routeKeys template.yaml gives this function
 
 
 def route(key: str) -> Callable[[Route], Route]:
@@ -200,20 +194,11 @@ def create_link(request: Request) -> Response:
     )
 
 
-@route("GET /tokens/{auth_app_id}")
-def read_token(request: Request) -> Response:
-    auth_app_id = request.path_parameters.get("auth_app_id", "")
-    if not _AUTH_APP_ID.match(auth_app_id):
-        raise NotFound("no such merchant app")
-    token = read_current_token(get_container().store, auth_app_id)
-    return _json(200, token.as_dict())
-
-
-def _find_route(event: Mapping[str, Any]) -> tuple[Route, Mapping[str, str]]:
+def _find_route(event: Mapping[str, Any]) -> Route:
     key = event.get("routeKey")
     if key not in ROUTES:
         raise NotFound("no such route")
-    return ROUTES[key], event.get("pathParameters") or {}
+    return ROUTES[key]
 
 
 class Unavailable(AppAuthError):
@@ -232,8 +217,6 @@ def _refusal(event: Mapping[str, Any], exc: AppAuthError) -> Response:
         logger.info("request refused", code=exc.code)
     elif isinstance(exc, NotFound):
         status, page = 404, "not_found"
-    elif isinstance(exc, TokenUnusable):
-        status, page = 409, "invalid"
     elif isinstance(exc, NotConfigured):
         status, page = 503, "not_configured"
         logger.error("service not configured", code=exc.code, error=exc.message)
@@ -246,7 +229,7 @@ def _refusal(event: Mapping[str, Any], exc: AppAuthError) -> Response:
         status, page = 409, "unavailable"
         logger.warning("request failed", code=exc.code, error=exc.message)
     path = str(event.get("rawPath", ""))
-    if path.startswith(("/links", "/tokens")):
+    if path.startswith("/links"):
         return _json(status, {"code": exc.code, "message": exc.message})
     if path.startswith("/notify"):
         return _text(status, f"fail: {exc.code}")
@@ -257,8 +240,7 @@ def _refusal(event: Mapping[str, Any], exc: AppAuthError) -> Response:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Response:
     try:
-        found, path_parameters = _find_route(event)
-        return found(Request(event, path_parameters, context))
+        return _find_route(event)(Request(event, context))
     except AppAuthError as exc:
         return _refusal(event, exc)
     except Exception:  # a bug or an untranslated failure: logged whole, answered in the caller's form

@@ -3,7 +3,8 @@
 A run succeeds when it did its work: a token that failed backs off on its own, and what a run left
 for lack of time the next run takes; both are metrics, not Lambda errors, so Lambda never retries
 a whole run (the template sets no retries) and the errors alarm means the function itself broke.
-A run that overlaps another (the run lease) ends at once. The metrics are flushed on every path.
+A run that overlaps another (the run lease) ends at once. What the run stored from the replay queue
+(and left there) is counted like the rotations. The metrics are flushed on every path.
 """
 
 from __future__ import annotations
@@ -45,11 +46,24 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="TokensDue", unit=MetricUnit.Count, value=summary.due)
     for outcome, name in _METRICS.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary.count(outcome))
+    for name, count in (
+        ("TokensReplayed", summary.replayed),
+        ("TokensReplaySuperseded", summary.replay_superseded),
+        ("ReplayFailures", summary.replay_failed),
+        ("AlipayThrottled", summary.alipay_throttled),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+    if summary.refresh_token_days_left is not None:  # no served token, or the table could not say
+        metrics.add_metric(
+            name="RefreshTokenDaysLeft", unit=MetricUnit.Count, value=summary.refresh_token_days_left
+        )
     metrics.add_metric(name="RefreshLagSeconds", unit=MetricUnit.Seconds, value=summary.max_lag_seconds)
     for name, happened in (
         ("ConfigurationErrors", summary.configuration_error is not None),
         ("RunsStoppedEarly", summary.stopped_early),
         ("RunsOverlapped", summary.overlapped),
+        # The heartbeat: a run that did its own work, whatever became of each token
+        ("RunsCompleted", not summary.overlapped and summary.configuration_error is None),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=int(happened))
     result = asdict(summary)

@@ -20,6 +20,9 @@ class Fault(enum.Enum):
     OTHER_KEY = "other-key"  # signed with a key that is not the configured Alipay key
     LATENCY = "latency"  # sleep ``delay`` seconds before answering
     HTTP_500 = "http-500"  # unsigned 500, the request is not processed
+    # Unsigned 429, not processed. No source says how Alipay answers a call over the app's QPS
+    # (../shared/docs/alipay-v3-protocol.md §8.9); 429 is HTTP's reading, and what the client retries.
+    HTTP_429 = "http-429"
     HTTP_502_AFTER_PROCESSING = "http-502-after-processing"  # processed (code spent...), then unsigned 502
     DROP_CONNECTION = "drop-connection"  # close the socket without an answer, request not processed
     DROP_AFTER_PROCESSING = "drop-after-processing"  # processed, then the socket closes without an answer

@@ -298,6 +298,10 @@ class Emulator:
             return unsigned_reply(
                 500, "system-error", "系统繁忙 (injected fault: request not processed)", trace_id
             )
+        if Fault.HTTP_429 in draw:
+            return unsigned_reply(
+                429, "rate-limited", "调用频率超限 (injected fault: not processed)", trace_id
+            )
         answer = self.gateway.handle(request, trace_id)
         if Fault.DROP_AFTER_PROCESSING in draw:
             return None

@@ -139,7 +139,7 @@ def test_a_lost_conditional_write_carries_the_existing_item(table: Table, store:
     for lost in (absent.value, stale.value):
         assert lost.existing is not None
         assert lost.existing["version"] == {"N": "1"}
-        assert lost.existing["current"]["M"]["v"] == {"S": "2"}
+        assert lost.existing["current"]["M"]["v"] == {"S": "3"}
     assert "x" not in (table.get(token_pk("2088A"), "TOKEN") or {})
 
 
@@ -362,3 +362,27 @@ def test_a_quarantined_token_is_served_off_the_schedule_until_a_forced_refresh(
     back = store.get_token("2088A")
     assert (back.status, back.failures) == (ACTIVE, 0) and back.due_at is not None
     assert [app for app, _ in store.due_app_ids(back.due_at)] == ["2088A"]
+
+
+def test_the_earliest_refresh_expiry_counts_every_served_token_and_no_other(
+    store: TokenStore, clock: Clock
+) -> None:
+    # Given served tokens whose refresh tokens expire at different times, across the shards
+    assert store.earliest_refresh_expiry() is None
+    at = clock.now
+    for n, life in enumerate((9000, 5000, 7000, 8000, 6000)):
+        store.save_authorization(token(f"2088E{n}", at=at, life=life), isv_app_id="isv", due_at=at - 1)
+    assert store.earliest_refresh_expiry() == pytest.approx(at + 5000)
+    # When the earliest is quarantined it still counts: it is served, and nothing rotates it
+    leased = store.acquire_lease("2088E1", "w", 60)
+    store.record_refresh_failure(leased, "w", error="E", retry_at=0, dead=False, quarantine=True)
+    assert store.earliest_refresh_expiry() == pytest.approx(at + 5000)
+    # When it is dead, and the next one revoked, neither counts any more
+    forced = store.acquire_lease("2088E1", "w", 60, force=True)
+    store.record_refresh_failure(forced, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
+    store.mark_revoked("2088E4", "cancelled")
+    assert store.earliest_refresh_expiry() == pytest.approx(at + 7000)
+    # And a rotation moves a token's expiry along with its new refresh token
+    rotating = store.acquire_lease("2088E2", "w", 60)
+    store.commit_rotation(rotating, "w", token("2088E2", n=2, at=at + 100, life=9900))
+    assert store.earliest_refresh_expiry() == pytest.approx(at + 8000)

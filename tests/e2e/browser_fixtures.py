@@ -23,7 +23,7 @@ from tests.integration.stack_fixtures import Stack
 
 @pytest.fixture
 def browser_stack(aws: LocalAws, creds: DevCredentials, callback_module: ModuleType) -> Iterator[Stack]:
-    with Emulator() as emulator, Front(callback_module.lambda_handler) as front:
+    with Emulator() as emulator, Front() as front:
         callback_url = f"{front.url}/callback"
         emulator.register_app(creds, redirect_uri=callback_url)  # as registered in Alipay's console
         provisioned = provision(

@@ -1,7 +1,7 @@
 """``FakeDynamoDB``: an in-memory stand-in for the boto3 DynamoDB *client*, wire format in and out.
 
 It supports what ``app_auth.table``'s callers send, no more: get_item, put_item, update_item, query
-(on the KEYS_ONLY ``due`` index), scan; condition, filter, key-condition, projection and update
+(on the KEYS_ONLY indexes, with Limit), scan; condition, filter, key-condition, projection and update
 expressions with ExpressionAttributeNames/Values (top-level attributes only). A lost condition raises
 botocore's ``ClientError`` (ConditionalCheckFailedException, the old item under ``Item`` when asked
 for ALL_OLD); an unused or undefined name/value raises ValidationException, as DynamoDB does.
@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 Item = dict[str, Any]
 KEY = ("pk", "sk")
-INDEXES = {"due": ("due_shard", "due_at")}  # template.yaml: KEYS_ONLY
+INDEXES = {"due": ("due_shard", "due_at"), "expiry": ("expiry_shard", "refresh_expires_at")}  # KEYS_ONLY
 
 _TOKEN = re.compile(r"\s*(<=|>=|<>|[=<>(),+-]|[#:]?[A-Za-z_][A-Za-z0-9_]*)")
 
@@ -341,6 +341,10 @@ class FakeDynamoDB:
             matched.sort(
                 key=lambda i: Decimal(i[range_key]["N"]) if "N" in i[range_key] else i[range_key]["S"]
             )
+            limit = kwargs.get("Limit")
+            if limit is not None and len(matched) > limit:
+                page = matched[:limit]
+                return {"Items": page, "Count": len(page), "LastEvaluatedKey": page[-1]}
             return {"Items": matched, "Count": len(matched)}
 
         return self._run("query", kwargs, body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -23,11 +24,12 @@ from app_auth.refresh import (
     RACED,
     REFRESHED,
     SKIPPED,
+    RefreshPolicy,
 )
 from app_auth.token_store import ACTIVE, TokenRecord, TokenStatus
 from app_auth.tokens import read_current_token
 from tests.fast.fake_alipay import api_error, transport_error
-from tests.fast.world import MERCHANT_APP, TokenWritesFailingDynamoDB, World, build_world
+from tests.fast.world import MERCHANT_APP, QUEUE_URL, TokenWritesFailingDynamoDB, World, build_world
 
 ISV = "2021000000000001"
 
@@ -360,7 +362,8 @@ def test_no_alipay_call_starts_without_the_time_it_may_take(world: World) -> Non
     # Given a due token, and a run whose time runs short between taking the work and calling Alipay
     seed(world)
     come_due(world)
-    left = iter([900.0, 900.0, world.refresher.policy.stop_margin_seconds - 1])
+    # (asked by the run lease, the replay drain, the loop taking the work, then before the call)
+    left = iter([900.0, 900.0, 900.0, world.refresher.policy.stop_margin_seconds - 1])
     # When the run goes
     summary = world.refresher.run(remaining_seconds=lambda: next(left, 0.0))
     # Then Alipay is not called; the token's lease is given back, so the next run takes it at once
@@ -441,3 +444,164 @@ def test_a_token_failing_again_and_again_is_quarantined_still_served_and_recover
     assert (back.status, back.failures) == (ACTIVE, 0) and back.due_at is not None
     come_due(world)
     assert [app for app, _ in world.store.due_app_ids(world.clock())] == [MERCHANT_APP]
+
+
+# -- the replay queue, drained at the start of every run ----------------------------------------------
+
+
+def faulty_world(creds, alipay_config, **options) -> tuple[World, TokenWritesFailingDynamoDB]:
+    dynamodb = TokenWritesFailingDynamoDB()
+    return build_world(creds, alipay_config, dynamodb=dynamodb, **options), dynamodb
+
+
+def park(world: World, app: str) -> AppToken:
+    """A newer pair for ``app`` waiting on the replay queue, as a run parks a refused rotation."""
+    world.clock.advance(60)  # Alipay rotated after the stored pair was obtained
+    token = world.alipay.issue(app)
+    version = record(world, app).version
+    assert world.replay.park((token,), isv_ref="shop-1", digest=f"rotation.{app}.{version}")
+    return token
+
+
+def test_a_rotation_parked_by_one_run_is_stored_by_the_next_run(creds, alipay_config, caplog) -> None:
+    # Given a run whose every commit the table refused after Alipay rotated: each new pair parked
+    world, dynamodb = faulty_world(creds, alipay_config)
+    seed(world, *APPS)
+    come_due(world, *APPS)
+    dynamodb.failing_commits = True
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).count(PARKED) == len(APPS)
+    issued = {token.auth_app_id: token for token in world.alipay.issued[-len(APPS) :]}
+    dynamodb.failing_commits = False
+    # When the next run goes
+    with caplog.at_level(logging.DEBUG):
+        summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    # Then it stores every parked pair before rotating, deletes its message, and asks Alipay nothing
+    assert (summary.replayed, summary.replay_superseded, summary.replay_failed) == (len(APPS), 0, 0)
+    assert summary.due == 0 and len(world.alipay.refreshes) == len(APPS)
+    assert world.sqs.waiting == {}
+    for app in APPS:
+        after = record(world, app)
+        assert (after.version, after.status, after.isv_ref, after.failures) == (2, ACTIVE, "shop-1", 0)
+        assert world.store.open_current(after).app_auth_token == issued[app].app_auth_token
+        assert after.due_at is not None and after.due_at > world.clock()
+    # And no secret was logged on the way
+    assert caplog.text and all(
+        secret not in caplog.text
+        for t in issued.values()
+        for secret in (t.app_auth_token, t.app_refresh_token)
+    )
+
+
+def test_a_parked_rotation_older_than_the_stored_token_is_deleted_without_overwriting(world: World) -> None:
+    # Given a parked rotation, and the merchant authorizing again after it was parked
+    seed(world)
+    park(world, MERCHANT_APP)
+    world.clock.advance(60)
+    fresh = world.alipay.issue(MERCHANT_APP)
+    world.grants.record(fresh, via=Route.CALLBACK, isv_app_id=ISV, isv_ref="shop-2")
+    # When the next run goes
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    # Then the newer authorization stays, and the message is deleted as superseded
+    assert (summary.replayed, summary.replay_superseded, summary.replay_failed) == (0, 1, 0)
+    assert world.sqs.waiting == {}
+    after = record(world)
+    assert (after.version, after.isv_ref) == (2, "shop-2")
+    assert world.store.open_current(after).app_auth_token == fresh.app_auth_token
+
+
+def test_a_message_that_does_not_open_stays_on_the_queue_and_the_run_goes_on(world: World) -> None:
+    # Given a message on the replay queue that is not a parked result, and a due token
+    seed(world)
+    come_due(world)
+    world.sqs.send_message(QueueUrl=QUEUE_URL, MessageBody="not a parked result")
+    # When the run goes
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    # Then the message is counted and left for its visibility timeout; the rotation goes ahead
+    assert (summary.replayed, summary.replay_failed, summary.count(REFRESHED)) == (0, 1, 1)
+    assert len(world.sqs.waiting) == 1 and not summary.left_retryable
+
+
+def test_a_parked_result_the_table_refuses_is_stored_by_a_later_run(creds, alipay_config) -> None:
+    # Given a parked rotation, and a table refusing token writes
+    world, dynamodb = faulty_world(creds, alipay_config)
+    seed(world)
+    parked = park(world, MERCHANT_APP)
+    dynamodb.failing = True
+    # When a run goes, it counts the message and leaves it on the queue
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    assert (summary.replayed, summary.replay_failed) == (0, 1)
+    assert len(world.sqs.waiting) == 1 and record(world).version == 1
+    # And a run after the message's visibility timeout, the table well again, stores it
+    dynamodb.failing = False
+    world.clock.advance(121)
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).replayed == 1
+    assert world.sqs.waiting == {}
+    assert world.store.open_current(record(world)).app_auth_token == parked.app_auth_token
+
+
+def test_a_failing_replay_queue_is_counted_and_never_fails_the_run(world: World) -> None:
+    # Given a due token, and SQS failing every call
+    seed(world)
+    come_due(world)
+    world.sqs.down = True
+    # When the run goes  Then the failure is counted and the rotation goes ahead
+    summary = world.refresher.run(remaining_seconds=lambda: 900.0)
+    assert (summary.replay_failed, summary.count(REFRESHED)) == (1, 1)
+
+
+def test_a_run_drains_no_more_than_its_bound_and_the_next_run_the_rest(creds, alipay_config) -> None:
+    # Given five parked results, and runs that take three each
+    world = build_world(creds, alipay_config, policy=RefreshPolicy(replay_max_messages=3))
+    apps = [f"20880000000003{n:02d}" for n in range(5)]
+    seed(world, *apps)
+    for app in apps:
+        park(world, app)
+    # When two runs go  Then the first stores three, the second the other two
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).replayed == 3
+    assert len(world.sqs.waiting) == 2
+    assert world.refresher.run(remaining_seconds=lambda: 900.0).replayed == 2
+    assert world.sqs.waiting == {} and {record(world, app).version for app in apps} == {2}
+
+
+def test_a_run_stores_no_parked_result_past_its_stop_margin(world: World) -> None:
+    # Given three parked results, and a run whose time runs short after the first one
+    apps = [f"20880000000004{n:02d}" for n in range(3)]
+    seed(world, *apps)
+    for app in apps:
+        park(world, app)
+    margin = world.refresher.policy.stop_margin_seconds
+    # (asked by the run lease, then before each message)
+    remaining = itertools.chain([900.0, 900.0], itertools.repeat(margin - 1))
+    # When the run goes
+    summary = world.refresher.run(remaining_seconds=lambda: next(remaining))
+    # Then it stored one; the others wait for the next run
+    assert summary.replayed == 1 and summary.stopped_early
+    assert len(world.sqs.waiting) == 2
+
+
+@pytest.mark.parametrize("why", ["disabled", "out-of-time", "no-queue"])
+def test_a_run_takes_nothing_from_the_queue_when_disabled_out_of_time_or_unconfigured(
+    creds, alipay_config, why: str
+) -> None:
+    # Given a parked result, and a run that may not drain: bound 0, no time, or no queue
+    policy = RefreshPolicy(replay_max_messages=0) if why == "disabled" else None
+    world = build_world(
+        creds, alipay_config, policy=policy, replay_queue_url=None if why == "no-queue" else QUEUE_URL
+    )
+    seed(world)
+    if why == "no-queue":
+        world.sqs.send_message(QueueUrl=QUEUE_URL, MessageBody="a message of another stack")
+    else:
+        park(world, MERCHANT_APP)
+    margin = world.refresher.policy.stop_margin_seconds
+    remaining = itertools.chain([900.0], itertools.repeat(margin - 1 if why == "out-of-time" else 900.0))
+    # When the run goes
+    summary = world.refresher.run(remaining_seconds=lambda: next(remaining))
+    # Then SQS is not asked, and the message waits
+    assert world.sqs.receives == 0 and len(world.sqs.waiting) == 1
+    assert (summary.replayed, summary.replay_failed, record(world).version) == (0, 0, 1)
+
+
+def test_the_replay_bound_is_a_hundred_unless_the_environment_says_otherwise() -> None:
+    assert RefreshPolicy.from_env({}).replay_max_messages == 100
+    assert RefreshPolicy.from_env({"REFRESH_REPLAY_MAX_MESSAGES": "0"}).replay_max_messages == 0

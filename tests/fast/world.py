@@ -24,7 +24,7 @@ from app_auth.grants import Grants
 from app_auth.links import StateSigner
 from app_auth.notifications import AUTH_NOTIFY, CANCELLED, NotificationService
 from app_auth.refresh import RefreshPolicy, RefreshService
-from app_auth.replay import ReplayQueue
+from app_auth.replay import Replayer, ReplayQueue
 from app_auth.run_lease import RunLease
 from app_auth.settings import Settings
 from app_auth.table import Table
@@ -39,20 +39,51 @@ from tests.fast.fake_alipay import FakeTokenApi
 MERCHANT_APP = "2088000000000001"
 CHINA_TIME = dt.timezone(dt.timedelta(hours=8))
 STATE_KEY = b"fast-tier-state-signing-key-of-32+bytes"
+QUEUE_URL = "https://sqs.example/replay"
 
 
 class FakeSQS:
-    """Records ``send_message`` (all ``ReplayQueue`` calls); ``down`` makes it fail."""
+    """One standard queue, as ``ReplayQueue`` uses it: ``sent`` records every send, ``waiting`` holds
+    the messages not deleted; a received message is hidden for its visibility timeout (on the
+    world's clock). ``down`` makes every call fail; ``receives`` counts ReceiveMessage calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self.sent: list[dict[str, str]] = []
+        self.waiting: dict[str, dict[str, Any]] = {}  # message id -> body, receipt, visible_at
+        self.receives = 0
         self.down = False
 
-    def send_message(self, *, QueueUrl: str, MessageBody: str) -> dict[str, str]:
+    def _fail_if_down(self, operation: str) -> None:
         if self.down:
-            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": ""}}, "SendMessage")
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": ""}}, operation)
+
+    def send_message(self, *, QueueUrl: str, MessageBody: str) -> dict[str, str]:
+        self._fail_if_down("SendMessage")
         self.sent.append({"QueueUrl": QueueUrl, "MessageBody": MessageBody})
-        return {"MessageId": str(len(self.sent))}
+        message_id = str(len(self.sent))
+        self.waiting[message_id] = {"body": MessageBody, "receipt": None, "visible_at": 0.0}
+        return {"MessageId": message_id}
+
+    def receive_message(
+        self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int, VisibilityTimeout: int
+    ) -> dict[str, Any]:
+        self._fail_if_down("ReceiveMessage")
+        self.receives += 1
+        visible = [(i, m) for i, m in self.waiting.items() if m["visible_at"] <= self._clock()]
+        messages = []
+        for message_id, message in visible[:MaxNumberOfMessages]:
+            message["receipt"] = uuid.uuid4().hex
+            message["visible_at"] = self._clock() + VisibilityTimeout
+            messages.append(
+                {"MessageId": message_id, "ReceiptHandle": message["receipt"], "Body": message["body"]}
+            )
+        return {"Messages": messages} if messages else {}
+
+    def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> dict[str, Any]:
+        self._fail_if_down("DeleteMessage")
+        self.waiting = {i: m for i, m in self.waiting.items() if m["receipt"] != ReceiptHandle}
+        return {}
 
 
 class TokenWritesFailingDynamoDB(FakeDynamoDB):
@@ -97,6 +128,7 @@ class World:
     notifications: NotificationService
     refresher: RefreshService
     replay: ReplayQueue
+    replayer: Replayer
     _codes: list[int] = field(default_factory=lambda: [0])
 
     # -- the callback ------------------------------------------------------------------------------
@@ -201,6 +233,7 @@ def build_world(
     policy: RefreshPolicy | None = None,
     allow_stateless_callbacks: bool = False,
     merchant_apps: tuple[str, ...] = (MERCHANT_APP,),
+    replay_queue_url: str | None = QUEUE_URL,
 ) -> World:
     """The services over fakes, wired as ``build_container`` wires them."""
     clock = Clock()
@@ -210,12 +243,12 @@ def build_world(
         state_secret_id="state-secret",
         kms_key_id="alias/tokens",
         event_bus_name="alipay-app-auth",
-        replay_queue_url="https://sqs.example/replay",
+        replay_queue_url=replay_queue_url,
         callback_url="https://isv.example/callback",
         allow_stateless_callbacks=allow_stateless_callbacks,
     )
     dynamodb = dynamodb or FakeDynamoDB()
-    kms, events, sqs = FakeKMS(), FakeEvents(), FakeSQS()
+    kms, events, sqs = FakeKMS(), FakeEvents(), FakeSQS(clock)
     alipay = FakeTokenApi(clock, merchant_apps)
     cipher = EnvelopeCipher(kms, settings.kms_key_id, settings.table_name)
     table = Table(dynamodb, settings.table_name)
@@ -225,6 +258,7 @@ def build_world(
     grants = Grants(store, publisher)
     signer = StateSigner(STATE_KEY, clock=clock)
     replay = ReplayQueue(sqs, settings.replay_queue_url, cipher)
+    replayer = Replayer(replay, grants, isv_app_id=lambda: config.app_id)
     authorization = AuthorizationService(
         settings=settings,
         flow=flow,
@@ -254,6 +288,7 @@ def build_world(
         owner="refresher-1",
         run_lease=RunLease(table, "refresh", clock=clock),  # as build_container wires it
         replay=replay,
+        replayer=replayer,
         sleep=clock.advance,
     )
     return World(
@@ -275,4 +310,5 @@ def build_world(
         notifications=notifications,
         refresher=refresher,
         replay=replay,
+        replayer=replayer,
     )

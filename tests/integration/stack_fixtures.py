@@ -101,7 +101,7 @@ def callback_module() -> ModuleType:
 
 @pytest.fixture
 def stack(aws: LocalAws, creds: DevCredentials, callback_module: ModuleType) -> Iterator[Stack]:
-    with Emulator() as emulator, Front(callback_module.lambda_handler) as front:
+    with Emulator() as emulator, Front() as front:
         emulator.register_app(creds)
         provisioned = provision(
             aws, creds.client_config(emulator.base_url), callback_url=f"{front.url}/callback"

@@ -59,7 +59,7 @@ def test_a_thousand_seals_take_one_data_key_and_another_process_opens_them_with_
     sealer = kms.cipher()
     sealed = {f"APP#{n}": sealer.seal({**PAIR, "n": n}, pk=f"APP#{n}", field="current") for n in range(1000)}
     assert kms.calls == {"GenerateDataKey": 1}
-    assert all(s["M"]["v"] == {"S": "2"} for s in sealed.values())
+    assert all(s["M"]["v"] == {"S": "3"} for s in sealed.values())
     assert len({s["M"]["s"]["B"] for s in sealed.values()}) == 1000  # a key of its own each (salt)
 
     assert sealer.open(sealed["APP#7"], pk="APP#7", field="current") == {**PAIR, "n": 7}
@@ -165,4 +165,21 @@ def test_values_sealed_with_a_key_each_still_open_and_stay_bound_to_their_item(k
     with pytest.raises(EncryptionError, match="current of APP#2 does not open: KMS refused its data key"):
         cipher.open(old, pk="APP#2", field="current")
     resealed = cipher.seal(cipher.open(old, pk="APP#1", field="current"), pk="APP#1", field="current")
-    assert resealed["M"]["v"] == {"S": "2"}
+    assert resealed["M"]["v"] == {"S": "3"}
+
+
+def test_values_are_bound_to_the_store_and_older_ones_to_the_table_that_sealed_them(kms: Kms) -> None:
+    first_table, store = "isv-TokenTable-1A2B", "isv-tokens"
+    deployed = kms.cipher(store, legacy_table=first_table)
+    sealed = deployed.seal(PAIR, pk="APP#1", field="current")
+    # The functions of a restored stack name the same store: what the backup holds opens
+    assert kms.cipher(store, legacy_table=first_table).open(sealed, pk="APP#1", field="current") == PAIR
+    with pytest.raises(EncryptionError, match="does not open"):
+        kms.cipher(first_table).open(sealed, pk="APP#1", field="current")  # bound to the store, not the table
+
+    # Format 2 was the same derivation under the physical table name
+    old = kms.cipher(first_table).seal(PAIR, pk="APP#1", field="current")
+    old["M"]["v"] = {"S": "2"}
+    assert deployed.open(old, pk="APP#1", field="current") == PAIR
+    with pytest.raises(EncryptionError, match="does not open"):
+        kms.cipher(store, legacy_table="another-table").open(old, pk="APP#1", field="current")

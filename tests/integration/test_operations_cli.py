@@ -46,6 +46,8 @@ def local_file(stack, tmp_path: Path) -> Path:
     settings = stack.container.settings
     environment = {
         "TABLE_NAME": settings.table_name,
+        "TOKEN_STORE_ID": settings.token_store_id,
+        "SEALED_TABLE_NAME": settings.sealed_table_name,
         "SECRET_ARN": settings.alipay_secret_id,
         "STATE_SECRET_ARN": settings.state_secret_id,
         "TOKEN_KMS_KEY_ID": settings.kms_key_id,

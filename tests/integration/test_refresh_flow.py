@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from alipay_v3 import AppToken
 from app_auth.container import build_container
 from app_auth.events import EventPublisher
 from app_auth.refresh import NEEDS_REAUTH, REFRESHED, SKIPPED, RefreshPolicy, RefreshService
@@ -256,6 +257,26 @@ def test_a_scheduled_run_that_overlaps_a_slow_one_ends_at_once(stack, capfd):
     # Then it did nothing and said so; the slow run did the work, each token once
     assert result["overlapped"] and result["due"] == 0
     [metrics] = run_metrics(capfd)
-    assert metrics["RunsOverlapped"] == [1.0]
+    assert (metrics["RunsOverlapped"], metrics["RunsCompleted"]) == ([1.0], [0.0])  # no heartbeat
     assert stack.emulator.requests_received - calls <= 4
     assert all(stack.emulator.refresh_count(f"20210000000011{n:02d}") == 1 for n in range(4))
+
+
+def test_the_refresher_function_reports_a_heartbeat_the_least_time_left_and_alipay_throttling(stack, capfd):
+    # Given three due tokens, one not due whose refresh token has three days left (its rotation
+    # was put off: the run does not touch it), and Alipay throttling two calls
+    authorized_and_due(stack, [f"20210000000012{n:02d}" for n in range(3)])
+    now = time.time()
+    short = AppToken("2021000000001299", "2088U", "tok-short", "ref-short", 86400, 3 * 86400, now)
+    stack.container.store.save_authorization(short, isv_app_id=stack.creds.app_id, due_at=now + 10**6)
+    stack.emulator.inject(Fault.HTTP_429, times=2)
+    # When the scheduled invocation runs
+    result = load_function("refresher").lambda_handler({}, _FiveMinutes(aws_request_id="run-3"))
+    # Then the throttled calls were retried and counted, the run completed, and the least time left
+    # before any served refresh token expires is reported in days
+    assert result["outcomes"] == {"refreshed": 3}
+    [metrics] = run_metrics(capfd)
+    assert (metrics["AlipayThrottled"], metrics["RunsCompleted"]) == ([2.0], [1.0])
+    assert metrics["RefreshTokenDaysLeft"][0] == pytest.approx(
+        (now + 3 * 86400 - time.time()) / 86400, abs=0.01
+    )

@@ -63,7 +63,7 @@ def make_stack(
     opened: list[tuple[Emulator, Front]] = []
 
     def make(*, cert_mode: bool = False, aes: bool = False) -> Stack:
-        emulator, front = Emulator(), Front(callback_module.lambda_handler)
+        emulator, front = Emulator(), Front()
         emulator.start()
         front.start()
         opened.append((emulator, front))
@@ -88,7 +88,7 @@ def make_stack(
 
 
 def invoke(
-    module: ModuleType,
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]],
     method: str,
     target: str,
     *,
@@ -98,7 +98,7 @@ def invoke(
     """One request straight into the handler, as API Gateway would deliver it."""
     all_headers = {"host": "127.0.0.1", "user-agent": "security-suite", **(headers or {})}
     event = http_api_event(method, target, all_headers, body, "127.0.0.1")
-    result: dict[str, Any] = module.lambda_handler(event, LambdaContext(aws_request_id="security"))
+    result: dict[str, Any] = handler(event, LambdaContext(aws_request_id="security"))
     return result
 
 

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from app_auth.errors import NotFound
-from sandbox.front import LambdaContext, declared_routes, http_api_event, load_function, match_route
+from sandbox.front import (
+    HttpApi,
+    Integration,
+    LambdaContext,
+    http_api_event,
+    integrations,
+    load_function,
+    match_route,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,37 +36,29 @@ def event(method: str, path: str, route_key: str = "$default", **extra: Any) -> 
     }
 
 
-def test_production_routes_come_from_the_route_key_with_decoded_path_parameters(callback: ModuleType) -> None:
-    found, params = callback._find_route(
-        event(
-            "GET",
-            "/tokens/2088%2D1",
-            route_key="GET /tokens/{auth_app_id}",
-            pathParameters={"auth_app_id": "2088-1"},
-        )
-    )
-    assert found is callback.read_token
-    assert params == {"auth_app_id": "2088-1"}
+def test_the_token_route_is_another_functions_with_decoded_path_parameters() -> None:
+    front_event = http_api_event("GET", "/tokens/2088%2D1", {"host": "example.com"}, b"", "127.0.0.1")
+    assert front_event["routeKey"] == "GET /tokens/{auth_app_id}"
+    assert front_event["pathParameters"] == {"auth_app_id": "2088-1"}
+    assert integrations()["GET /tokens/{auth_app_id}"] == Integration("tokens", 10)
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "name", "params"),
+    ("method", "path", "name"),
     [
-        ("GET", "/authorize", "authorize", {}),
-        ("GET", "/callback", "callback", {}),
-        ("POST", "/notify", "notify", {}),
-        ("POST", "/links", "create_link", {}),
-        ("GET", "/tokens/2088%2D1", "read_token", {"auth_app_id": "2088-1"}),
+        ("GET", "/authorize", "authorize"),
+        ("GET", "/callback", "callback"),
+        ("POST", "/notify", "notify"),
+        ("POST", "/links", "create_link"),
     ],
 )
 def test_the_front_matches_method_and_path_to_the_declared_route(
-    callback: ModuleType, method: str, path: str, name: str, params: dict[str, str]
+    callback: ModuleType, method: str, path: str, name: str
 ) -> None:
     front_event = http_api_event(method, path, {"host": "example.com"}, b"", "127.0.0.1")
-    assert front_event["routeKey"] == front_event["requestContext"]["routeKey"] != "$default"
-    found, found_params = callback._find_route(front_event)
-    assert found is getattr(callback, name)
-    assert found_params == params
+    assert front_event["routeKey"] == front_event["requestContext"]["routeKey"] == f"{method} {path}"
+    assert integrations()[front_event["routeKey"]].function == "callback"
+    assert callback._find_route(front_event) is getattr(callback, name)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_no_route_answers_404_in_the_callers_form(callback: ModuleType) -> None:
     page = callback.lambda_handler(event("GET", "/nowhere"), LambdaContext(aws_request_id="r1"))
     assert page["statusCode"] == 404
     assert page["headers"]["Content-Type"].startswith("text/html")
-    api = callback.lambda_handler(event("PUT", "/tokens/x"), LambdaContext(aws_request_id="r2"))
+    api = callback.lambda_handler(event("PUT", "/links"), LambdaContext(aws_request_id="r2"))
     assert api["statusCode"] == 404
     assert api["headers"]["Content-Type"] == "application/json"
     assert '"code": "not-found"' in api["body"]
@@ -101,4 +101,9 @@ def test_no_route_answers_404_in_the_callers_form(callback: ModuleType) -> None:
 def test_the_front_routes_by_the_keys_the_function_declares(callback: ModuleType) -> None:
     # The front reads template.yaml, as API Gateway does; test_template checks the template's keys
     # against ROUTES as well.
-    assert set(declared_routes()) == set(callback.ROUTES)
+    assert {key for key, i in integrations().items() if i.function == "callback"} == set(callback.ROUTES)
+
+
+def test_no_route_at_all_is_answered_by_api_gateway_not_a_function() -> None:
+    answer = HttpApi()(event("GET", "/nowhere"), LambdaContext(aws_request_id="r3"))
+    assert (answer["statusCode"], answer["body"]) == (404, '{"message":"Not Found"}')

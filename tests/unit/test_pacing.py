@@ -76,7 +76,7 @@ def test_a_zero_rate_does_not_limit():
 
 
 def test_the_paced_session_mounts_the_pace_for_both_schemes():
-    session = paced_session(2, 10)
+    session = paced_session(PacedAdapter(2, 10))
     adapters = {session.get_adapter("https://openapi.alipay.com"), session.get_adapter("http://127.0.0.1")}
     [adapter] = adapters
     assert isinstance(adapter, PacedAdapter)

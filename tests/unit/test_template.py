@@ -6,6 +6,7 @@ These read the template only; `make template-check` runs sam, cfn-lint and check
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import pytest
 
 from alipay_v3.config import AlipayConfig
 from alipay_v3.errors import ConfigError
+from app_auth.outcomes import CallbackOutcome
 from app_auth.refresh import RefreshPolicy
 from app_auth.settings import Settings
-from app_auth.token_store import DUE_INDEX
+from app_auth.token_store import DUE_INDEX, EXPIRY_INDEX
 from sandbox.front import load_function
 from sandbox.table import (
     TEMPLATE,
@@ -26,12 +28,10 @@ from sandbox.table import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+STORE_ID = {"Fn::Sub": "${AWS::StackName}/token-store"}
 
 # Identity-policy statements that may name Resource "*", each with the reason it cannot be narrower.
-WILDCARD_RESOURCE_ALLOWED = {
-    "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
-    "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
-}
+WILDCARD_RESOURCE_ALLOWED: dict[str, str] = {}
 
 PUBLIC_ROUTES = {("GET", "/authorize"), ("GET", "/callback"), ("POST", "/notify")}
 IAM_ROUTES = {("GET", "/tokens/{auth_app_id}"), ("POST", "/links")}
@@ -102,6 +102,8 @@ def test_table_definition_is_the_one_the_store_and_the_local_stack_use() -> None
             {"AttributeName": "sk", "AttributeType": "S"},
             {"AttributeName": "due_shard", "AttributeType": "S"},
             {"AttributeName": "due_at", "AttributeType": "N"},
+            {"AttributeName": "expiry_shard", "AttributeType": "S"},
+            {"AttributeName": "refresh_expires_at", "AttributeType": "N"},
         ],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
@@ -115,7 +117,15 @@ def test_table_definition_is_the_one_the_store_and_the_local_stack_use() -> None
                     {"AttributeName": "due_at", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
+            },
+            {
+                "IndexName": EXPIRY_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "expiry_shard", "KeyType": "HASH"},
+                    {"AttributeName": "refresh_expires_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }
@@ -164,13 +174,14 @@ def test_loader_reads_short_form_intrinsics_as_long_form(tmp_path: Path) -> None
 
 
 def test_every_function_runs_python313_on_arm64_with_the_shared_layer(template: dict[str, Any]) -> None:
-    assert set(functions(template)) == {"CallbackFunction", "RefresherFunction"}
+    assert set(functions(template)) == {"CallbackFunction", "RefresherFunction", "TokenReaderFunction"}
     for function in functions(template).values():
         assert function_setting(template, function, "Runtime") == "python3.13"
         assert function_setting(template, function, "Architectures") == ["arm64"]
         assert function_setting(template, function, "Handler") == "app.lambda_handler"
         assert function_setting(template, function, "Layers") == [{"Ref": "AlipayAuthLayer"}]
-        assert function_setting(template, function, "Tracing") == "Active"
+        # Tracing is off: no Tracer instruments the calls, so Active would trace nothing of use
+        assert function_setting(template, function, "Tracing") in (None, "PassThrough")
     layer = template["Resources"]["AlipayAuthLayer"]
     assert layer["Properties"]["ContentUri"] == "layers/alipay_auth/"
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
@@ -209,7 +220,16 @@ def test_environment_gives_settings_everything_it_requires(template: dict[str, A
             {k: f"<{k}>" for k in env} | {"REFRESH_LEAD_DAYS": "30", "REFRESH_MAX_AGE_DAYS": "0"}
         )
         assert settings.table_name == "<TABLE_NAME>", name
-        assert env["TABLE_NAME"] == {"Ref": "TokenTable"}
+        assert (settings.token_store_id, settings.sealed_table_name) == (
+            "<TOKEN_STORE_ID>",
+            "<SEALED_TABLE_NAME>",
+        )
+        # A restored table is used under its own name; what it holds is bound to names that stay
+        assert env["TABLE_NAME"] == {
+            "Fn::If": ["UseRestoredTable", {"Ref": "RestoredTableName"}, {"Ref": "TokenTable"}]
+        }
+        assert env["TOKEN_STORE_ID"] == STORE_ID
+        assert env["SEALED_TABLE_NAME"] == {"Ref": "TokenTable"}
         assert env["STATE_SECRET_ARN"] == {"Ref": "StateSecret"}
         assert env["TOKEN_KMS_KEY_ID"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
         assert env["EVENT_BUS_NAME"] == {"Ref": "TokenEventBus"}
@@ -222,7 +242,8 @@ def test_refresher_schedule_retries_and_dead_letters(template: dict[str, Any]) -
     (schedule,) = template["Resources"]["RefresherFunction"]["Properties"]["Events"].values()
     assert schedule["Type"] == "ScheduleV2"
     props = schedule["Properties"]
-    assert props["ScheduleExpression"] == {"Ref": "RefreshScheduleRate"}
+    assert props["ScheduleExpression"] == {"Fn::Sub": "rate(${RefreshIntervalMinutes} minutes)"}
+    assert props["GroupName"] == {"Ref": "RefreshScheduleGroup"}  # the Scheduler's metrics are per group
     assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     assert props["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["RefresherDeadLetterQueue", "Arn"]}}
 
@@ -238,7 +259,15 @@ def test_routes_and_their_authorization(template: dict[str, Any]) -> None:
     for route in PUBLIC_ROUTES:
         assert "Auth" not in found[route], route
     # The callback function finds its route by API Gateway's routeKey: the same set, spelled alike.
-    assert set(load_function("callback").ROUTES) == {f"{method} {path}" for method, path in found}
+    # The token read is another function's: the public one never opens a token.
+    callback_routes = {
+        f"{event['Properties']['Method']} {event['Properties']['Path']}"
+        for event in template["Resources"]["CallbackFunction"]["Properties"]["Events"].values()
+    }
+    assert set(load_function("callback").ROUTES) == callback_routes
+    assert callback_routes == {f"{method} {path}" for method, path in found} - {"GET /tokens/{auth_app_id}"}
+    (reader,) = template["Resources"]["TokenReaderFunction"]["Properties"]["Events"].values()
+    assert reader["Properties"]["Path"] == "/tokens/{auth_app_id}"
     api = template["Resources"]["HttpApi"]["Properties"]
     assert api["Auth"]["EnableIamAuthorizer"] is True
     assert "DefaultAuthorizer" not in api["Auth"]
@@ -290,12 +319,12 @@ def test_secrets_keys_events_and_queues_are_named_not_wildcarded(template: dict[
     assert seen == set(expected)
 
 
-def test_token_data_keys_are_bound_to_this_app_and_table(template: dict[str, Any]) -> None:
+def test_token_data_keys_are_bound_to_this_app_and_store(template: dict[str, Any]) -> None:
     for owner, statement in identity_statements(template):
         if "kms:GenerateDataKey" in as_list(statement["Action"]):
             assert statement["Condition"]["StringEquals"] == {
                 "kms:EncryptionContext:app": "alipay-app-auth",
-                "kms:EncryptionContext:table": {"Ref": "TokenTable"},
+                "kms:EncryptionContext:table": STORE_ID,
             }, owner
 
 
@@ -322,23 +351,111 @@ def test_placeholder_secret_names_only_known_fields_and_is_rejected_until_filled
     assert state["PasswordLength"] >= 32  # SecretSource.state_key refuses shorter keys
 
 
+def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: a["Properties"] for name, a in resources_of(template, "AWS::CloudWatch::Alarm").items()}
+
+
+def watched_metrics(alarm: dict[str, Any]) -> set[tuple[str, str]]:
+    stats = (
+        [alarm]
+        if "MetricName" in alarm
+        else [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+    )
+    return {(m["Namespace"], m["MetricName"]) for m in stats}
+
+
 def test_alarms_cover_the_failures_an_operator_must_act_on(template: dict[str, Any]) -> None:
-    watched = {
-        (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
-        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
-    }
+    watched = set().union(*(watched_metrics(a) for a in alarms(template).values()))
     assert watched >= {
         ("AWS/Lambda", "Errors"),
-        ("AlipayAppAuth", "TokensNeedingReauthorization"),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
         ("AWS/ApiGateway", "5xx"),
+        ("AlipayAppAuth", "ConfigurationErrors"),
+        ("AlipayAppAuth", "RefreshTokenDaysLeft"),
+        ("AlipayAppAuth", "RunsCompleted"),
+        ("AlipayAppAuth", "AlipayThrottled"),
+        ("AWS/Scheduler", "TargetErrorCount"),
+        ("AWS/Scheduler", "InvocationDroppedCount"),
+        ("AWS/DynamoDB", "WriteThrottleEvents"),
     }
+    # A merchant who must authorize again is business for the ISV (an event, a metric), not a page
+    assert ("AlipayAppAuth", "TokensNeedingReauthorization") not in watched
     queues = {
-        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
-        if a["Properties"]["Namespace"] == "AWS/SQS"
+        a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in alarms(template).values()
+        if a.get("Namespace") == "AWS/SQS"
     }
     assert queues == {"RefresherDeadLetterQueue", "ReplayQueue"}
+
+
+def test_the_heartbeat_alarm_waits_twice_the_refresh_interval_then_fires_on_silence(
+    template: dict[str, Any],
+) -> None:
+    heartbeat = alarms(template)["RefresherHeartbeatAlarm"]
+    assert heartbeat["TreatMissingData"] == "breaching"
+    assert heartbeat["Period"] == {
+        "Fn::FindInMap": ["RefreshInterval", {"Ref": "RefreshIntervalMinutes"}, "TwiceSeconds"]
+    }
+    interval = template["Parameters"]["RefreshIntervalMinutes"]
+    mapping = template["Mappings"]["RefreshInterval"]
+    assert {int(k) for k in mapping} == set(interval["AllowedValues"])
+    assert all(v["TwiceSeconds"] == 2 * 60 * int(k) for k, v in mapping.items())
+    assert max(v["TwiceSeconds"] for v in mapping.values()) <= 86400  # CloudWatch's longest period
+    expiry = alarms(template)["RefreshTokenExpiryAlarm"]
+    assert (expiry["Statistic"], expiry["Threshold"]) == ("Minimum", {"Ref": "ExpiryAlarmDays"})
+
+
+def _dashboard(template: dict[str, Any]) -> dict[str, Any]:
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    return json.loads(
+        re.sub(r"\$\{([^}]+)\}", lambda m: "7" if m[1] == "ExpiryAlarmDays" else f"<{m[1]}>", body)
+    )
+
+
+def dashboard_metrics(template: dict[str, Any]) -> set[tuple[str, str]]:
+    """(namespace, metric) of every graphed row, with CloudWatch's shorthand expanded: "..." takes
+    the previous row and replaces its last values with the ones given; "." repeats one value."""
+    shown = set()
+    for widget in _dashboard(template)["widgets"]:
+        previous: list[str] = []
+        for row in widget["properties"].get("metrics", []):
+            values = [v for v in row if not isinstance(v, dict)]  # a trailing dict holds options
+            if values[0] == "...":
+                values = previous[: len(previous) - len(values) + 1] + values[1:]
+            values = [previous[i] if v == "." else v for i, v in enumerate(values)]
+            shown.add((values[0], values[1]))
+            previous = values
+    return shown
+
+
+def test_the_dashboard_shows_every_alarm_and_the_lifecycle(template: dict[str, Any]) -> None:
+    widgets = _dashboard(template)["widgets"]
+    (alarm_widget,) = [w for w in widgets if w["type"] == "alarm"]
+    assert set(alarm_widget["properties"]["alarms"]) == {f"<{name}.Arn>" for name in alarms(template)}
+    assert dashboard_metrics(template) >= {
+        ("AlipayAppAuth", "Callback_authorized"),
+        ("AlipayAppAuth", "TokensRefreshed"),
+        ("AlipayAppAuth", "TokensFailed"),
+        ("AlipayAppAuth", "TokensQuarantined"),
+        ("AlipayAppAuth", "TokensNeedingReauthorization"),
+        ("AlipayAppAuth", "RefreshTokenDaysLeft"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    }
+
+
+def test_every_metric_of_ours_an_alarm_or_the_dashboard_reads_is_one_a_function_emits(
+    template: dict[str, Any],
+) -> None:
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "functions").glob("*/app.py"))
+    emitted = set(re.findall(r'"([A-Z][A-Za-z]+)"', sources)) | {f"Callback_{o}" for o in CallbackOutcome}
+    read = {
+        name
+        for ns, name in dashboard_metrics(template).union(
+            *(watched_metrics(a) for a in alarms(template).values())
+        )
+        if ns == "AlipayAppAuth"
+    }
+    assert read and read <= emitted, read - emitted
 
 
 def test_outputs(template: dict[str, Any]) -> None:

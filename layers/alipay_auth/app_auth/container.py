@@ -30,7 +30,7 @@ from .grants import Grants
 from .links import StateSigner
 from .notifications import NotificationService
 from .refresh import RefreshPolicy, RefreshService
-from .replay import ReplayQueue
+from .replay import Replayer, ReplayQueue
 from .run_lease import RunLease
 from .settings import Settings
 from .table import Table
@@ -99,6 +99,7 @@ class Container:
     authorization: AuthorizationService
     notifications: NotificationService
     refresher: RefreshService
+    replayer: Replayer  # drains the replay queue: the refresher's runs and ``alipay-auth replay``
     clients: AwsClients
 
 
@@ -116,7 +117,12 @@ def build_container(
     by default), each when first used. ``alipay_client_options`` go to every ``AlipayClient``;
     ``wrap_token_api`` sees every ``TokenApi`` built (tools trace or time the calls with it)."""
     clients = AwsClients(client)
-    cipher = EnvelopeCipher(clients.deferred("kms"), settings.kms_key_id, settings.table_name)
+    cipher = EnvelopeCipher(
+        clients.deferred("kms"),
+        settings.kms_key_id,
+        settings.token_store_id,
+        legacy_table=settings.sealed_table_name,
+    )
     table = Table(clients.deferred("dynamodb"), settings.table_name)
     store = TokenStore(table, cipher, settings.schedule, clock=clock)
     flow = FlowStore(table, clock=clock)
@@ -124,6 +130,7 @@ def build_container(
     publisher = EventPublisher(clients.deferred("events"), settings.event_bus_name, clock=clock)
     grants = Grants(store, publisher)
     replay = ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher)
+    replayer = Replayer(replay, grants, isv_app_id=lambda: secrets.alipay_config().app_id)
 
     def new_token_api(session: requests.Session | None = None) -> TokenApi:
         client = AlipayClient(
@@ -166,6 +173,7 @@ def build_container(
         clock=clock,
         run_lease=RunLease(table, "refresh", clock=clock),
         replay=replay,
+        replayer=replayer,
         sleep=sleep,
     )
     return Container(
@@ -181,6 +189,7 @@ def build_container(
         authorization=authorization,
         notifications=notifications,
         refresher=refresher,
+        replayer=replayer,
         clients=clients,
     )
 

@@ -2,18 +2,21 @@
 dump, a backup or an over-broad IAM read shows ciphertext only.
 
 Each sealed value has its own AES-256-GCM key, derived (HKDF-SHA256, a random salt per value) from a
-KMS data key with the value's encryption context as the derivation's info: application, table, item
-key and field. The same context is the GCM associated data, so a value copied to another item or
+KMS data key with the value's encryption context as the derivation's info: application, token store,
+item key and field. The same context is the GCM associated data, so a value copied to another item or
 field does not open. This is the shape of the AWS Database Encryption SDK's hierarchical keyring.
 
 One KMS data key serves many values: KMS is asked for a new one after ``KEY_MAX_USES`` seals or
 ``KEY_MAX_AGE_SECONDS``, whichever comes first, and an opened data key is kept as long. A refresher
 run that rotates a thousand tokens asks KMS a couple of times instead of two thousand. The data
-key's KMS encryption context names the application and the table, as the functions' IAM policies
-require; KMS's audit trail shows a data key per run, not a decryption per item.
+key's KMS encryption context names the application and the token store, as the functions' IAM
+policies require; KMS's audit trail shows a data key per run, not a decryption per item.
 
-Values sealed before (format 1) had a data key each, bound in KMS to the item and field; they still
-open, and their next write seals them in format 2.
+The token store is named by its logical identity (``TOKEN_STORE_ID``), not by the table's physical
+name, so that a table restored from a backup under another name still opens what it holds. Values
+sealed before (format 2 under the table's physical name, format 1 with a data key each, bound in KMS
+to the item and field) still open under the name they were sealed with (``legacy_table``), and their
+next write seals them in format 3.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ KEY_MAX_USES = 1000
 KEY_MAX_AGE_SECONDS = 300.0
 _OPENED_KEYS_KEPT = 256  # a run opens values sealed by a few earlier runs: a few keys, not hundreds
 
-_DERIVED_KEY = "2"
+_STORE_DERIVED_KEY = "3"
+_TABLE_DERIVED_KEY = "2"
 _KEY_PER_VALUE = "1"
 
 
@@ -49,10 +53,12 @@ class DataKey:
         self.plaintext, self.wrapped, self.expires = plaintext, wrapped, expires
 
 
-def _value_context(table: str, pk: str, field: str) -> bytes:
-    return json.dumps(
-        {"app": "alipay-app-auth", "table": table, "pk": pk, "field": field}, sort_keys=True
-    ).encode()
+def _kms_context(store: str) -> dict[str, str]:
+    return {"app": "alipay-app-auth", "table": store}
+
+
+def _value_context(store: str, pk: str, field: str) -> bytes:
+    return json.dumps({**_kms_context(store), "pk": pk, "field": field}, sort_keys=True).encode()
 
 
 def _value_key(data_key: bytes, salt: bytes, context: bytes) -> AESGCM:
@@ -61,13 +67,19 @@ def _value_key(data_key: bytes, salt: bytes, context: bytes) -> AESGCM:
 
 class EnvelopeCipher:
     def __init__(
-        self, kms: Any, key_id: str, table: str, *, clock: Callable[[], float] = time.monotonic
+        self,
+        kms: Any,
+        key_id: str,
+        store: str,
+        *,
+        legacy_table: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kms = kms
         self._key_id = key_id
-        self._table = table
+        self._store = store
+        self._legacy_table = legacy_table or store
         self._clock = clock
-        self._kms_context = {"app": "alipay-app-auth", "table": table}
         # One lock for both caches, and KMS is asked under it: a run's workers all want the same
         # key at once, and one call serves them all. Misses are rare, so the wait is short.
         self._lock = threading.Lock()
@@ -85,14 +97,14 @@ class EnvelopeCipher:
     ) -> dict[str, Any]:
         """Encrypt a small JSON object; returns a DynamoDB map attribute value (low-level format)."""
         data_key = key or self._sealing_key()
-        context = _value_context(self._table, pk, field)
+        context = _value_context(self._store, pk, field)
         salt, nonce = os.urandom(16), os.urandom(12)
         ciphertext = _value_key(data_key.plaintext, salt, context).encrypt(
             nonce, json.dumps(value).encode(), context
         )
         return {
             "M": {
-                "v": {"S": _DERIVED_KEY},
+                "v": {"S": _STORE_DERIVED_KEY},
                 "edk": {"B": data_key.wrapped},
                 "s": {"B": salt},
                 "n": {"B": nonce},
@@ -102,15 +114,17 @@ class EnvelopeCipher:
 
     def open(self, sealed: Mapping[str, Any], *, pk: str, field: str) -> dict[str, Any]:
         what = f"{field} of {pk}"
-        context = _value_context(self._table, pk, field)
         try:
             parts = sealed["M"]
             version = parts["v"]["S"]
             wrapped, nonce, ciphertext = parts["edk"]["B"], parts["n"]["B"], parts["ct"]["B"]
-            if version == _DERIVED_KEY:
-                aead = _value_key(self._opened_key(wrapped, what).plaintext, parts["s"]["B"], context)
+            store = self._store if version == _STORE_DERIVED_KEY else self._legacy_table
+            context = _value_context(store, pk, field)
+            if version in (_STORE_DERIVED_KEY, _TABLE_DERIVED_KEY):
+                data_key = self._opened_key(wrapped, _kms_context(store), what)
+                aead = _value_key(data_key.plaintext, parts["s"]["B"], context)
             elif version == _KEY_PER_VALUE:
-                item_context = {**self._kms_context, "pk": pk, "field": field}  # format 1 bound it in KMS
+                item_context = {**_kms_context(store), "pk": pk, "field": field}  # bound in KMS
                 aead = AESGCM(self._decrypt(wrapped, item_context, what))
             else:
                 raise EncryptionError(f"{what} was sealed in an unknown format ({version!r})")
@@ -129,7 +143,7 @@ class EnvelopeCipher:
             if self._sealing is None or self._seals_left <= 0 or self._sealing.expires <= now:
                 try:
                     issued = self._kms.generate_data_key(
-                        KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=self._kms_context
+                        KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=_kms_context(self._store)
                     )
                 except (BotoCoreError, ClientError) as exc:
                     raise StorageError("KMS refused to issue a data key for token encryption") from exc
@@ -141,11 +155,11 @@ class EnvelopeCipher:
             self._seals_left -= 1
             return self._sealing
 
-    def _opened_key(self, wrapped: bytes, what: str) -> DataKey:
+    def _opened_key(self, wrapped: bytes, kms_context: Mapping[str, str], what: str) -> DataKey:
         with self._lock:
             key = self._opened.get(wrapped)
             if key is None or key.expires <= self._clock():
-                plaintext = self._decrypt(wrapped, self._kms_context, what)
+                plaintext = self._decrypt(wrapped, kms_context, what)
                 key = DataKey(plaintext, wrapped, self._clock() + KEY_MAX_AGE_SECONDS)
                 self._keep(key)
             return key

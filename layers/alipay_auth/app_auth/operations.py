@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,15 +24,14 @@ from . import events
 from .authorize import SOURCE, CallbackResult
 from .container import Container
 from .errors import AppAuthError, InvalidRequest, StorageError
-from .grants import Route
 from .links import StateSigner, check_isv_ref
 from .refresh import RefreshOutcome
+from .replay import ReplaySummary as ReplaySummary  # re-exported: the CLI reads it from here
 from .token_store import SERVED, TokenRecord, TokenStatus
 
 STATUSES = tuple(status.value for status in TokenStatus)
 # A state made for a code the operator brings: used at once, so it need not live long.
 _OPERATOR_STATE_TTL_SECONDS = 600
-_REPLAY_VISIBILITY_SECONDS = 120  # a message being replayed stays hidden from a concurrent replay
 
 
 @dataclass(frozen=True)
@@ -50,14 +49,6 @@ class RefreshResult:
     outcome: RefreshOutcome
     before: TokenRecord
     after: TokenRecord
-
-
-@dataclass
-class ReplaySummary:
-    replayed: list[str] = field(default_factory=list)  # merchant apps stored from the queue
-    skipped: list[str] = field(default_factory=list)  # a newer (or the same) token was stored already
-    failed: int = 0  # messages that could not be replayed: they stay on the queue
-    messages: int = 0  # messages handled (deleted) in this run
 
 
 class Operations:
@@ -144,65 +135,16 @@ class Operations:
         wait_seconds: int = 1,
         progress: Callable[[str], None] | None = None,
     ) -> ReplaySummary:
-        """Store the results parked on the replay queue, unless a newer token is stored already.
-
-        Idempotent: a message is deleted only after its tokens are stored (or found superseded),
-        and storing a token that is already stored changes nothing. A message that cannot be
-        opened or stored stays on the queue for the next replay.
-        """
-        queue_url = self.settings.replay_queue_url
-        if not queue_url:
+        """Store the results parked on the replay queue, unless a newer token is stored already
+        (``Replayer``, the refresher's drain); ``StorageError`` when the queue cannot be read."""
+        if not self.container.replayer.configured:
             raise InvalidRequest("no replay queue is configured (REPLAY_QUEUE_URL)", code="no-replay-queue")
-        sqs = self.container.clients["sqs"]
-        say = progress or (lambda _: None)
-        summary = ReplaySummary()
-        received = 0
-        while received < max_messages:
-            try:
-                batch = sqs.receive_message(
-                    QueueUrl=queue_url,
-                    MaxNumberOfMessages=min(10, max_messages - received),
-                    WaitTimeSeconds=wait_seconds,
-                    VisibilityTimeout=_REPLAY_VISIBILITY_SECONDS,
-                )
-            except (BotoCoreError, ClientError) as exc:
-                raise StorageError(f"reading the replay queue failed ({_aws_code(exc)})") from exc
-            messages = batch.get("Messages", [])
-            if not messages:
-                break
-            for message in messages:
-                received += 1
-                try:
-                    stored, superseded = self._replay_one(message["Body"])
-                except AppAuthError as exc:
-                    summary.failed += 1
-                    say(f"message {message['MessageId']}: not replayed, left on the queue ({exc.code})")
-                    continue
-                try:
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-                except (BotoCoreError, ClientError) as exc:
-                    # Stored all the same; the next replay finds the tokens stored and deletes it.
-                    say(f"message {message['MessageId']}: replayed but not deleted ({_aws_code(exc)})")
-                summary.replayed.extend(stored)
-                summary.skipped.extend(superseded)
-                summary.messages += 1
-                say(
-                    f"message {message['MessageId']}: stored {', '.join(stored) or '-'}; "
-                    f"newer token kept for {', '.join(superseded) or '-'}"
-                )
+        summary = self.container.replayer.drain(
+            max_messages=max_messages, wait_seconds=wait_seconds, progress=progress
+        )
+        if summary.queue_error is not None:
+            raise summary.queue_error
         return summary
-
-    def _replay_one(self, body_text: str) -> tuple[list[str], list[str]]:
-        parked = self.container.authorization.replay.open(body_text)
-        isv_app_id = self.container.secrets.alipay_config().app_id
-        stored: list[str] = []
-        superseded: list[str] = []
-        for token in parked.tokens:
-            recorded = self.container.grants.record(
-                token, via=Route.REPLAY, isv_app_id=isv_app_id, isv_ref=parked.isv_ref
-            )
-            (stored if recorded else superseded).append(token.auth_app_id)
-        return stored, superseded
 
 
 def import_keys(

@@ -85,6 +85,8 @@ _AWS_CONFIG = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts"
 # Stack output -> the function environment variable it stands for.
 _OUTPUT_VARIABLES = {
     "TableName": "TABLE_NAME",
+    "TokenStoreId": "TOKEN_STORE_ID",
+    "SealedTableName": "SEALED_TABLE_NAME",
     "SecretArn": "SECRET_ARN",
     "StateSecretArn": "STATE_SECRET_ARN",
     "KmsKeyArn": "TOKEN_KMS_KEY_ID",

@@ -50,12 +50,23 @@ class PacedAdapter(BaseAdapter):
         self.inner = inner or HTTPAdapter(pool_connections=4, pool_maxsize=concurrency, max_retries=0)
         self.slots = threading.BoundedSemaphore(concurrency)
         self.limiter = RateLimiter(rate)
+        self._throttled = 0  # answers saying the pace is too fast for Alipay (HTTP 429)
+        self._count_lock = threading.Lock()
+
+    def take_throttled(self) -> int:
+        """How many calls Alipay throttled since the last time this was asked."""
+        with self._count_lock:
+            taken, self._throttled = self._throttled, 0
+        return taken
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self.slots.acquire()
         try:
             self.limiter.acquire()
             response = self.inner.send(request, **kwargs)
+            if response.status_code == 429:
+                with self._count_lock:
+                    self._throttled += 1
             if not kwargs.get("stream"):
                 response.content  # noqa: B018 - the body is read while the slot is held: Alipay is still sending
             return response
@@ -66,9 +77,8 @@ class PacedAdapter(BaseAdapter):
         self.inner.close()
 
 
-def paced_session(concurrency: int, rate: float) -> requests.Session:
+def paced_session(adapter: PacedAdapter) -> requests.Session:
     session = requests.Session()
-    adapter = PacedAdapter(concurrency, rate)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

@@ -16,6 +16,10 @@ When Alipay refuses the caller itself (``AlipayApiError.configuration_error``: a
 or certificate), every token would fail alike: the run stops, one ``Configuration Error`` is
 announced, and no token is changed.
 
+A scheduled run first drains the replay queue (``replay.Replayer``, bounded by
+``RefreshPolicy.replay_max_messages`` and the run's time): a rotation parked by an earlier run is
+stored before anything is rotated, so no rotation Alipay made waits for an operator.
+
 A scheduled run sends its events through an ``events.EventBatch`` (ten to a PutEvents call); an
 on-demand ``refresh_one`` sends its own at once.
 """
@@ -40,9 +44,10 @@ from alipay_v3 import AlipayApiError, AlipayError, AppToken, TokenApi
 from . import events
 from .crypto import DataKey
 from .errors import AppAuthError, ConcurrentUpdate, ConfigurationRefused, NotFound, StorageError
-from .pacing import paced_session
-from .replay import ReplayQueue
+from .pacing import PacedAdapter, paced_session
+from .replay import Replayer, ReplayQueue
 from .run_lease import RunLease
+from .schedule import DAY
 from .settings import Settings
 from .table import ConditionFailed
 from .token_store import TokenRecord, TokenStore, token_digest
@@ -73,10 +78,11 @@ _POLICY_VARIABLES = {
     "backoff_cap_seconds": "REFRESH_BACKOFF_CAP_SECONDS",
     "stop_margin_seconds": "REFRESH_STOP_MARGIN_SECONDS",
     "quarantine_after": "REFRESH_QUARANTINE_AFTER",
+    "replay_max_messages": "REFRESH_REPLAY_MAX_MESSAGES",
 }
 
 
-_WHOLE_NUMBERS = frozenset({"concurrency", "quarantine_after"})
+_WHOLE_NUMBERS = frozenset({"concurrency", "quarantine_after", "replay_max_messages"})
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,14 @@ class RefreshPolicy:
     # No Alipay call starts with less time left than this: a wait for a slot and one call at their
     # worst (the client's timeouts times its attempts, each), then the commit, inside the deadline.
     stop_margin_seconds: float = 100.0
+    # Parked results a run stores from the replay queue before rotating (0: none, the operator's
+    # ``alipay-auth replay`` only). Each is a write or two; a hundred fit in a run's first seconds.
+    replay_max_messages: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RefreshPolicy:
-        """The template sets the pace (REFRESH_CONCURRENCY, REFRESH_MAX_CALLS_PER_SECOND); the other
-        variables are for tests."""
+        """The template sets the pace (REFRESH_CONCURRENCY, REFRESH_MAX_CALLS_PER_SECOND) and may set
+        REFRESH_REPLAY_MAX_MESSAGES; the other variables are for tests."""
         values: dict[str, Any] = {}
         for name, variable in _POLICY_VARIABLES.items():
             if env.get(variable):
@@ -118,6 +127,11 @@ class RunSummary:
     left_retryable: bool = False
     overlapped: bool = False  # another run held the run lease: this one did nothing
     configuration_error: str | None = None  # Alipay's code, when it refused our configuration
+    replayed: int = 0  # parked tokens stored from the replay queue
+    replay_superseded: int = 0  # parked tokens older than the stored ones: their messages deleted
+    replay_failed: int = 0  # messages left on the queue, and failed SQS calls
+    alipay_throttled: int = 0  # Alipay's answers that the calls came too fast (HTTP 429)
+    refresh_token_days_left: float | None = None  # before the first served refresh token expires
 
     def count(self, outcome: str) -> int:
         return self.outcomes.get(outcome, 0)
@@ -136,6 +150,7 @@ class RefreshService:
         owner: str | None = None,
         run_lease: RunLease | None = None,
         replay: ReplayQueue | None = None,
+        replayer: Replayer | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
@@ -144,13 +159,15 @@ class RefreshService:
         self.publisher = publisher
         self.policy = policy or RefreshPolicy()
         self.run_lease = run_lease
-        self.replay = replay
+        self.replay = replay  # where a rotation the table refused is parked
+        self.replayer = replayer  # what stores the parked ones back, at the start of a run
         self._clock = clock
         self._sleep = sleep
         self.owner = owner or uuid.uuid4().hex  # one per execution environment: leases name it
         # ``concurrency`` bounds the calls in flight at Alipay; the table work of other tokens
         # overlaps them (run() has twice as many workers), so the slots stay busy.
-        self.session = paced_session(self.policy.concurrency, self.policy.max_calls_per_second)
+        self.pace = PacedAdapter(self.policy.concurrency, self.policy.max_calls_per_second)
+        self.session = paced_session(self.pace)
         self._token_api: TokenApi | None = None
         self._token_api_lock = threading.Lock()
 
@@ -178,7 +195,7 @@ class RefreshService:
             record = self.store.acquire_lease(auth_app_id, self.owner, self.policy.lease_seconds, force=force)
         except ConcurrentUpdate:
             return SKIPPED  # not due any more, leased by a live worker, or not active
-        if remaining_seconds is not None and remaining_seconds() < self.policy.stop_margin_seconds:
+        if remaining_seconds is not None and self._time_is_short(remaining_seconds):
             self.store.release_lease(record, self.owner)
             return DEFERRED
         try:
@@ -235,8 +252,9 @@ class RefreshService:
                 self._sleep(0.2 * 2**attempt)
 
     def _park(self, record: TokenRecord, token: AppToken, key: DataKey, exc: StorageError) -> RefreshOutcome:
-        """Alipay rotated, the table refused: the new pair goes sealed to the replay queue, where
-        ``alipay-auth replay`` stores it (the old pair works on through Alipay's grace meanwhile)."""
+        """Alipay rotated, the table refused: the new pair goes sealed to the replay queue, where the
+        next run (or ``alipay-auth replay``) stores it; the old pair works on through Alipay's grace
+        meanwhile."""
         digest = f"rotation.{record.auth_app_id}.{record.version}"
         if self.replay is not None and self.replay.park(
             (token,), isv_ref=record.isv_ref, digest=digest, key=key
@@ -310,8 +328,37 @@ class RefreshService:
         finally:
             self.run_lease.release(self.owner)
 
+    def _time_is_short(self, remaining_seconds: Callable[[], float]) -> bool:
+        """No work starts with less than the stop margin left."""
+        return remaining_seconds() < self.policy.stop_margin_seconds
+
+    def _drain_replay_queue(self, summary: RunSummary, remaining_seconds: Callable[[], float]) -> None:
+        """Parked rotations are newer than the pairs stored: store them before rotating, so a parked
+        token is not rotated again from its old pair. The grant rules keep a newer stored token (the
+        message is deleted as superseded); whatever fails stays on the queue for the next run."""
+        if self.replayer is None or self.policy.replay_max_messages <= 0:
+            return
+        drained = self.replayer.drain(
+            max_messages=self.policy.replay_max_messages,
+            wait_seconds=0,  # an empty queue costs one short call
+            has_time=lambda: not self._time_is_short(remaining_seconds),
+            progress=lambda line: logger.info("replay queue: %s", line),
+        )
+        summary.replayed = len(drained.replayed)
+        summary.replay_superseded = len(drained.skipped)
+        summary.replay_failed = drained.failed + drained.undeleted + (drained.queue_error is not None)
+        summary.stopped_early = drained.out_of_time
+        if summary.replay_failed:
+            logger.warning(
+                "replay queue: %d message(s) not stored, left on it; %d stored but not deleted%s",
+                drained.failed,
+                drained.undeleted,
+                f"; {drained.queue_error.message}" if drained.queue_error else "",
+            )
+
     def _run(self, remaining_seconds: Callable[[], float], limit: int | None) -> RunSummary:
         summary = RunSummary()
+        self._drain_replay_queue(summary, remaining_seconds)
         now = self._clock()
         due: Iterator[tuple[str, float]] = self.store.due_app_ids(now, limit=limit)
         lock = threading.Lock()
@@ -343,7 +390,7 @@ class RefreshService:
             for auth_app_id, due_at in due:
                 summary.due += 1
                 summary.max_lag_seconds = max(summary.max_lag_seconds, now - due_at)
-                if refused.is_set() or remaining_seconds() < self.policy.stop_margin_seconds:
+                if refused.is_set() or self._time_is_short(remaining_seconds):
                     summary.stopped_early = True
                     break
                 if len(running) >= self.policy.concurrency * 4:
@@ -355,4 +402,16 @@ class RefreshService:
                 future.result()
         summary.stopped_early = summary.stopped_early or summary.count(DEFERRED) > 0
         summary.left_retryable = summary.count(FAILED) > 0 or summary.stopped_early
+        summary.alipay_throttled = self.pace.take_throttled()
+        summary.refresh_token_days_left = self._refresh_token_days_left()
         return summary
+
+    def _refresh_token_days_left(self) -> float | None:
+        """The least time, in days, before a served refresh token expires (quarantined ones too:
+        nothing rotates them); None when none is known or the table cannot say right now."""
+        try:
+            earliest = self.store.earliest_refresh_expiry()
+        except StorageError as exc:
+            logger.warning("the earliest refresh token expiry could not be read: %s", exc.code)
+            return None
+        return None if earliest is None else (earliest - self._clock()) / DAY

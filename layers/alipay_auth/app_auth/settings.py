@@ -33,6 +33,15 @@ class Settings:
     state_ttl_seconds: int = 7 * DAY
     code_claim_ttl_seconds: int = 2 * DAY
     schedule: RotationSchedule = field(default_factory=RotationSchedule)
+    # The token store's logical identity, which every sealed value is bound to: it stays when the
+    # table is restored under another name. Values sealed before it existed are bound to the
+    # physical name of the table that first held them (``sealed_table_name``).
+    token_store_id: str = ""
+    sealed_table_name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token_store_id", self.token_store_id or self.table_name)
+        object.__setattr__(self, "sealed_table_name", self.sealed_table_name or self.table_name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +63,8 @@ class Settings:
             callback_url=env.get("CALLBACK_URL") or None,
             allow_stateless_callbacks=_flag(env.get("ALLOW_STATELESS_CALLBACKS")),
             success_redirect_url=env.get("SUCCESS_REDIRECT_URL") or None,
+            token_store_id=env.get("TOKEN_STORE_ID", ""),
+            sealed_table_name=env.get("SEALED_TABLE_NAME", ""),
             schedule=RotationSchedule(
                 lead_seconds=int(float(env.get("REFRESH_LEAD_DAYS", "30")) * DAY),
                 max_age_seconds=int(float(env.get("REFRESH_MAX_AGE_DAYS", "0")) * DAY),

@@ -28,6 +28,9 @@ from .table import ConditionFailed, Item, Table, dec, num, plain, wire
 
 DUE_INDEX = "due"
 DUE_SHARDS = 4  # the due index is partitioned so that no single key takes every write
+# Sparse too: every served token whose refresh token's expiry is known, by that expiry, so that the
+# least time left before any of them expires is one short query per shard, quarantined ones included.
+EXPIRY_INDEX = "expiry"
 _SEALED = frozenset({"current", "previous"})
 # What a listing reads: never the sealed pairs, so a listing needs no KMS and moves no secret.
 _LISTED = (
@@ -42,6 +45,7 @@ _LISTED = (
     "obtained_at",
     "re_expires_in",
     "expires_in",
+    "refresh_expires_at",
     "due_at",
     "authorized_at",
     "updated_at",
@@ -74,8 +78,16 @@ def token_digest(app_auth_token: str) -> str:
     return hashlib.sha256(app_auth_token.encode()).hexdigest()[:32]
 
 
+def _shard(auth_app_id: str) -> int:
+    return int(hashlib.sha256(auth_app_id.encode()).hexdigest(), 16) % DUE_SHARDS
+
+
 def due_shard(auth_app_id: str) -> str:
-    return f"DUE#{int(hashlib.sha256(auth_app_id.encode()).hexdigest(), 16) % DUE_SHARDS}"
+    return f"DUE#{_shard(auth_app_id)}"
+
+
+def expiry_shard(auth_app_id: str) -> str:
+    return f"EXPIRY#{_shard(auth_app_id)}"
 
 
 @dataclass(frozen=True)
@@ -304,6 +316,9 @@ class TokenStore:
             for name in ("re_expires_in", "expires_in"):
                 if getattr(token, name) is not None:
                     values[name] = getattr(token, name)
+            if token.re_expires_in is not None:
+                values["refresh_expires_at"] = dec(token.obtained_at + token.re_expires_in)
+                values["expiry_shard"] = expiry_shard(token.auth_app_id)
             if existing is None:
                 values["version"] = 1
                 condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
@@ -357,7 +372,7 @@ class TokenStore:
                 "update_item",
                 Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
                 UpdateExpression="SET #s = :revoked, last_error = :reason, updated_at = :now, #v = #v + :one "
-                "REMOVE due_shard, due_at, lease_owner, lease_until",
+                "REMOVE due_shard, due_at, expiry_shard, lease_owner, lease_until",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#s": "status", "#v": "version"},
                 ExpressionAttributeValues={
@@ -399,6 +414,20 @@ class TokenStore:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def earliest_refresh_expiry(self) -> float | None:
+        """When the first refresh token of a served merchant app expires (None: none is known)."""
+        earliest = []
+        for shard in range(DUE_SHARDS):
+            page = self._table.call(
+                "query",
+                IndexName=EXPIRY_INDEX,
+                KeyConditionExpression="expiry_shard = :shard",
+                ExpressionAttributeValues={":shard": {"S": f"EXPIRY#{shard}"}},
+                Limit=1,  # the index is sorted by expiry: the first item is the shard's earliest
+            )
+            earliest += [float(item["refresh_expires_at"]["N"]) for item in page.get("Items", [])]
+        return min(earliest, default=None)
 
     def acquire_lease(
         self, auth_app_id: str, owner: str, lease_seconds: float, *, force: bool = False
@@ -461,14 +490,21 @@ class TokenStore:
             "obtained_at = :obtained, due_at = :due, token_digest = :digest, updated_at = :now, "
             "refreshed_at = :now, failures = :zero, #s = :active, due_shard = :shard"
         )
+        removed = "lease_owner, lease_until, last_error"
         for name in ("re_expires_in", "expires_in"):
             if getattr(token, name) is not None:
                 update += f", {name} = :{name}"
                 values[f":{name}"] = {"N": str(getattr(token, name))}
+        if token.re_expires_in is None:  # Alipay did not say: the old expiry no longer holds
+            removed += ", refresh_expires_at, expiry_shard"
+        else:
+            update += ", refresh_expires_at = :expiry, expiry_shard = :expiry_shard"
+            values[":expiry"] = {"N": num(token.obtained_at + token.re_expires_in)}
+            values[":expiry_shard"] = {"S": expiry_shard(record.auth_app_id)}
         self._table.call(
             "update_item",
             **self._fenced(record),
-            UpdateExpression=update + " REMOVE lease_owner, lease_until, last_error",
+            UpdateExpression=f"{update} REMOVE {removed}",
             ExpressionAttributeNames={"#v": "version", "#cur": "current", "#s": "status"},
             ExpressionAttributeValues=values,
         )
@@ -508,6 +544,7 @@ class TokenStore:
                 "SET #s = :status, last_error = :error, updated_at = :now, #v = #v + :one"
                 + ("" if dead else ", failures = failures + :one")
                 + " REMOVE due_shard, due_at, lease_owner, lease_until"
+                + (", expiry_shard" if dead else "")  # quarantined: served, so still watched
             )
             values[":status"] = {"S": (NEEDS_REAUTH if dead else QUARANTINED).value}
         else:
