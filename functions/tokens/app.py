@@ -25,7 +25,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"app_auth", "al
 metrics = Metrics(namespace="AlipayAppAuth", service="alipay-app-auth")
 
 # Alipay app ids are digits; anything else (or longer than a DynamoDB key allows) is no merchant app.
-_AUTH_APP_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_AUTH_APP_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")  # fullmatch: "$" would let a trailing newline through
 
 # Each refusal's status; a dependency or configuration failure is the service's, not the caller's.
 _STATUS: tuple[tuple[type[AppAuthError], int], ...] = (
@@ -58,7 +58,7 @@ def _refusal(exc: AppAuthError) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     auth_app_id = (event.get("pathParameters") or {}).get("auth_app_id", "")
     try:
-        if not _AUTH_APP_ID.match(auth_app_id):
+        if not _AUTH_APP_ID.fullmatch(auth_app_id):
             raise NotFound("no such merchant app")
         token = read_current_token(get_container().store, auth_app_id)
     except AppAuthError as exc:

@@ -386,3 +386,13 @@ def test_the_earliest_refresh_expiry_counts_every_served_token_and_no_other(
     rotating = store.acquire_lease("2088E2", "w", 60)
     store.commit_rotation(rotating, "w", token("2088E2", n=2, at=at + 100, life=9900))
     assert store.earliest_refresh_expiry() == pytest.approx(at + 8000)
+
+
+def test_a_cancellation_revokes_only_a_token_obtained_before_it(store: TokenStore, clock: Clock) -> None:
+    store.save_authorization(token(at=clock.now), isv_app_id="isv")
+    assert store.revoke_if_obtained_before("2088A", "cancelled", clock.now - 1) is None
+    assert store.get_token("2088A").status == ACTIVE
+    revoked = store.revoke_if_obtained_before("2088A", "cancelled", clock.now + 1)
+    assert revoked is not None and revoked.status == REVOKED
+    with pytest.raises(NotFound):
+        store.revoke_if_obtained_before("2088-none", "x", clock.now)

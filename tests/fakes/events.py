@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 
 class FakeEvents:
     def __init__(self) -> None:
         self.entries: list[dict[str, str]] = []
+        self.down = False  # True: every call fails, as EventBridge answering 500 does
 
     def put_events(self, *, Entries: list[dict[str, str]]) -> dict[str, Any]:
+        if self.down:
+            raise ClientError({"Error": {"Code": "InternalException", "Message": "down"}}, "PutEvents")
         self.entries.extend(Entries)
         return {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i, _ in enumerate(Entries)]}
 

@@ -3,13 +3,14 @@ anything is read, recorded through Grants (route NOTIFICATION), each handled onc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
 
 from alipay_v3 import sign_notification
 from app_auth import events
-from app_auth.errors import InvalidRequest
+from app_auth.errors import InvalidRequest, StorageError
 from app_auth.grants import Route
 from app_auth.notifications import ACKNOWLEDGED
 from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED
@@ -112,6 +113,7 @@ def test_a_notification_sent_before_a_grant_died_does_not_revive_it(world: World
 def test_a_cancellation_revokes_and_is_announced(world: World) -> None:
     # Given a live token of shop-1
     seed(world)
+    world.clock.advance(1)
     # When the merchant cancels the authorization
     answer = world.notifications.handle(world.signed(world.cancellation(MERCHANT_APP)))
     # Then it is revoked, out of the schedule, no longer handed out, and announced once
@@ -166,20 +168,66 @@ def test_cancellations_without_notify_id_of_two_apps_of_one_merchant_both_count(
         assert app in refused or world.store.get_token(app).status == REVOKED, app
 
 
-def test_other_notifications_are_acknowledged_without_action(world: World) -> None:
-    # Given a signed notification of another subscription
-    params = world.signed(
+def _trade_message(world: World, notify_id: str = "x-1") -> dict[str, str]:
+    return world.signed(
         {
-            "notify_id": "x-1",
+            "notify_id": notify_id,
             "notify_type": "trade_status_sync",
             "app_id": ISV,
             "notify_time": "2025-11-25 00:00:00",
+            "biz_content": json.dumps({"out_trade_no": "T-1", "trade_status": "TRADE_SUCCESS"}),
         }
     )
-    # When it is handled  Then it is acknowledged, remembered, and nothing else happens
+
+
+def test_other_messages_are_passed_on_to_the_bus_as_they_came(world: World) -> None:
+    # Given a signed notification of another of the ISV's subscriptions
+    params = _trade_message(world)
+    # When it is handled  Then it is acknowledged, remembered, and on the bus, nothing stored
     assert world.notifications.handle(params) == ACKNOWLEDGED
     assert world.flow.notification_seen("x-1")
-    assert world.items("APP#") == [] and world.events.entries == []
+    assert world.items("APP#") == []
+    [(kind, detail)] = world.events.published()
+    assert kind == events.MESSAGE_RECEIVED
+    assert (detail["method"], detail["isv_app_id"], detail["notify_id"]) == ("trade_status_sync", ISV, "x-1")
+    assert detail["biz_content"] == {"out_trade_no": "T-1", "trade_status": "TRADE_SUCCESS"}
+    # And Alipay's retry of it is not passed on twice
+    assert world.notifications.handle(params) == ACKNOWLEDGED
+    assert len(world.events.entries) == 1
+
+
+def test_a_message_the_bus_refuses_is_not_acknowledged_so_alipay_sends_it_again(world: World) -> None:
+    world.events.down = True
+    with pytest.raises(StorageError):
+        world.notifications.handle(_trade_message(world))
+    assert not world.flow.notification_seen("x-1")
+    world.events.down = False
+    assert world.notifications.handle(_trade_message(world)) == ACKNOWLEDGED
+    assert world.events.types() == [events.MESSAGE_RECEIVED]
+
+
+def test_a_cancellation_older_than_the_stored_authorization_changes_nothing(world: World) -> None:
+    # Given a cancellation written a minute ago, and the merchant authorizing again since
+    seed(world)
+    late = world.cancellation(MERCHANT_APP, notify_id="c-late")
+    world.clock.advance(60)
+    seed(world)
+    token = current_token(world)
+    # When it arrives now (a late delivery, or one replayed under another notify_id)
+    assert world.notifications.handle(world.signed(late)) == ACKNOWLEDGED
+    # Then the newer authorization stays live and nothing is announced
+    assert world.store.get_token(MERCHANT_APP).status == ACTIVE
+    assert read_current_token(world.store, MERCHANT_APP).app_auth_token == token
+    assert world.events.entries == []
+
+
+def test_a_cancellation_without_its_time_is_refused_and_revokes_nothing(world: World) -> None:
+    seed(world)
+    untimed = {k: v for k, v in world.cancellation(MERCHANT_APP).items() if k != "utc_timestamp"}
+    with pytest.raises(InvalidRequest) as refused:
+        world.notifications.handle(world.signed(untimed))
+    assert refused.value.code == "malformed-notification"
+    assert world.store.get_token(MERCHANT_APP).status == ACTIVE
 
 
 Forgery = Callable[[World, dict[str, str]], dict[str, str]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -41,10 +42,10 @@ def authorized_notification(
     }
 
 
-def cancellation(stack, auth_app_id, notify_id="c-1"):
+def cancellation(stack, auth_app_id, notify_id="c-1", utc_timestamp="4102444800000"):
     return {
         "notify_id": notify_id,
-        "utc_timestamp": "4102444800000",
+        "utc_timestamp": utc_timestamp,
         "msg_method": "alipay.open.auth.appauth.cancelled",
         "app_id": stack.creds.app_id,
         "msg_type": "sys",
@@ -95,6 +96,39 @@ def test_cancellation_revokes_and_emits_once(stack):
     # a late retry of the original authorization notification does not bring the token back
     assert post(stack, authorized_notification(stack, notify_id="retry-of-old")).text == "success"
     assert stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10).status_code == 409
+
+
+def test_a_cancellation_older_than_a_reauthorization_leaves_the_new_token_served(stack):
+    # Given a merchant who cancelled a minute ago and has authorized again since, by link
+    cancelled_at = str(int((time.time() - 60) * 1000))
+    link = stack.create_link("c-10")
+    assert stack.callback(stack.consent(link, merchant_app_ids=["2021000000000301"])).status_code == 200
+    live = stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10).json()["app_auth_token"]
+    stack.published_events()
+    # When the cancellation reaches us only now
+    late = cancellation(stack, "2021000000000301", notify_id="late-c", utc_timestamp=cancelled_at)
+    assert post(stack, late).text == "success"
+    # Then the new authorization is still served, and nothing was announced
+    read = stack.http.get(f"{stack.url}/tokens/2021000000000301", timeout=10)
+    assert read.status_code == 200 and read.json()["app_auth_token"] == live
+    assert stack.published_events() == []
+
+
+def test_other_subscriptions_reach_the_isv_on_the_bus(stack):
+    message = {
+        "notify_id": "trade-1",
+        "notify_type": "trade_status_sync",
+        "notify_time": "2026-11-25 10:00:01",
+        "app_id": stack.creds.app_id,
+        "charset": "utf-8",
+        "version": "1.0",
+        "biz_content": json.dumps({"out_trade_no": "T-42", "trade_status": "TRADE_SUCCESS"}),
+    }
+    assert post(stack, message).text == "success"
+    [event] = stack.published_events()
+    assert event["detail-type"] == "Alipay Message Received"
+    assert event["detail"]["method"] == "trade_status_sync"
+    assert event["detail"]["biz_content"] == {"out_trade_no": "T-42", "trade_status": "TRADE_SUCCESS"}
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ NEEDS_REAUTHORIZATION = "Reauthorization Needed"
 REFERENCE_CHANGED = "Authorization Reference Changed"
 QUARANTINED = "Token Quarantined"
 CONFIGURATION_ERROR = "Configuration Error"
+# Any other verified message to the app gateway: the ISV's own subscriptions, passed on as they came.
+MESSAGE_RECEIVED = "Alipay Message Received"
 
 # Only these keys may appear in a detail: a whitelist, so a token can never slip in by accident.
 _ALLOWED_DETAIL = frozenset(
@@ -39,6 +41,9 @@ _ALLOWED_DETAIL = frozenset(
         "error_code",
         "at",
         "via",
+        "method",  # Alipay's msg_method or notify_type
+        "notify_id",
+        "biz_content",  # of messages that are not ours (never an authorization's, which holds tokens)
     }
 )
 

@@ -7,7 +7,11 @@ Two kinds matter here:
   tab). It never overwrites a live token: notifications are retried for hours, and by then the
   refresher may have rotated the pair the notification carries.
 * ``alipay.open.auth.appauth.cancelled``: the merchant withdrew the authorization: the token is
-  marked revoked and leaves the rotation schedule.
+  marked revoked and leaves the rotation schedule - unless the stored authorization is newer than
+  the cancellation (the merchant authorized again; a late or replayed cancellation changes nothing).
+
+Every other message is the ISV's: the app gateway is one URL for all its subscriptions, so each is
+passed on to the event bus as ``Alipay Message Received``, and acknowledged only once it is there.
 
 Every notification is verified (v2 ``sign``) before anything is read from it, and answered
 ``success`` once handled - also when it was handled before, which is how duplicates end.
@@ -27,7 +31,7 @@ from typing import Any
 from alipay_v3 import AlipayConfig, AlipayError, AppToken, verify_notification
 
 from . import events
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, StorageError
 from .flow_store import FlowStore
 from .grants import Grants, Route
 from .token_store import TokenStore
@@ -83,9 +87,9 @@ class NotificationService:
         if kind == AUTH_NOTIFY:
             self._authorized(biz, config.app_id, _notify_time(params))
         elif kind == CANCELLED:
-            self._cancelled(biz, config.app_id)
+            self._cancelled(biz, config.app_id, _cancelled_at(params))
         else:
-            logger.info("notification of kind %s acknowledged without action", kind)
+            self._forward(kind, notify_id, biz, config.app_id)
         self.flow.remember_notification(notify_id, kind=kind, ttl_seconds=_SEEN_TTL_SECONDS)
         return ACKNOWLEDGED
 
@@ -98,14 +102,21 @@ class NotificationService:
         token = AppToken.from_fields(detail, obtained_at=self.clock())
         self.grants.record(token, via=Route.NOTIFICATION, isv_app_id=isv_app_id, sent_at=sent_at)
 
-    def _cancelled(self, biz: Mapping[str, Any], isv_app_id: str) -> None:
+    def _cancelled(self, biz: Mapping[str, Any], isv_app_id: str, cancelled_at: float) -> None:
         auth_app_id = biz.get("auth_app_id")
         if not auth_app_id:
             raise InvalidRequest("the cancellation carries no auth_app_id", code="malformed-notification")
         try:
-            record = self.tokens.mark_revoked(str(auth_app_id), "authorization cancelled by the merchant")
+            record = self.tokens.revoke_if_obtained_before(
+                str(auth_app_id), "authorization cancelled by the merchant", cancelled_at
+            )
         except NotFound:
             logger.info("cancellation for merchant app %s, which has no stored token", auth_app_id)
+            return
+        if record is None:
+            logger.info(
+                "cancellation for merchant app %s is older than its stored authorization", auth_app_id
+            )
             return
         self.publisher.publish(
             events.REVOKED,
@@ -115,6 +126,21 @@ class NotificationService:
             reason="cancelled",
             via="notification",
         )
+
+    def _forward(self, kind: str, notify_id: str, biz: Mapping[str, Any], isv_app_id: str) -> None:
+        delivered = self.publisher.publish(
+            events.MESSAGE_RECEIVED, method=kind, isv_app_id=isv_app_id, notify_id=notify_id, biz_content=biz
+        )
+        if not delivered:  # not acknowledged: Alipay sends it again, and the ISV loses nothing
+            raise StorageError(f"the {kind} message could not be passed on to the event bus")
+
+
+def _cancelled_at(params: Mapping[str, str]) -> float:
+    """A cancellation's time (``utc_timestamp``, ms), which decides whether it is older than the
+    authorization stored; Alipay's cancellations carry it (docs/alipay-v3-protocol.md section 7)."""
+    if not params.get("utc_timestamp", "").isdigit():
+        raise InvalidRequest("the cancellation carries no utc_timestamp", code="malformed-notification")
+    return int(params["utc_timestamp"]) / 1000
 
 
 def _notify_time(params: Mapping[str, str]) -> float | None:

@@ -367,24 +367,47 @@ class TokenStore:
 
     def mark_revoked(self, auth_app_id: str, reason: str) -> TokenRecord:
         """Revocation is final until the merchant authorizes again; it leaves the due index."""
+        record = self._revoke(auth_app_id, reason, obtained_before=None)
+        if record is None:  # only a condition on the time can hold a revocation back
+            raise ConcurrentUpdate(f"merchant app {auth_app_id} was not revoked")
+        return record
+
+    def revoke_if_obtained_before(
+        self, auth_app_id: str, reason: str, cancelled_at: float
+    ) -> TokenRecord | None:
+        """A cancellation revokes the authorization it cancels, never a later one: None when the
+        stored token was obtained after ``cancelled_at`` (the merchant authorized again). At the
+        same instant it is the one cancelled: it existed when the merchant cancelled."""
+        return self._revoke(auth_app_id, reason, obtained_before=cancelled_at)
+
+    def _revoke(self, auth_app_id: str, reason: str, *, obtained_before: float | None) -> TokenRecord | None:
+        condition, values = (
+            "attribute_exists(pk)",
+            {
+                ":revoked": {"S": REVOKED.value},
+                ":reason": {"S": reason[:200]},
+                ":now": {"N": num(self._clock())},
+                ":one": {"N": "1"},
+            },
+        )
+        if obtained_before is not None:
+            condition += " AND obtained_at <= :before"
+            values[":before"] = {"N": num(obtained_before)}
         try:
             result = self._table.call(
                 "update_item",
                 Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
                 UpdateExpression="SET #s = :revoked, last_error = :reason, updated_at = :now, #v = #v + :one "
                 "REMOVE due_shard, due_at, expiry_shard, lease_owner, lease_until",
-                ConditionExpression="attribute_exists(pk)",
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status", "#v": "version"},
-                ExpressionAttributeValues={
-                    ":revoked": {"S": REVOKED.value},
-                    ":reason": {"S": reason[:200]},
-                    ":now": {"N": num(self._clock())},
-                    ":one": {"N": "1"},
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
         except ConditionFailed as exc:
-            raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
+            if exc.existing is None:
+                raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
+            return None
         return TokenRecord.from_item(result["Attributes"])
 
     # -- rotation ----------------------------------------------------------------------------------
