@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from app_auth import pages
 from app_auth.container import get_container
 from app_auth.errors import (
+    AlipayUnavailable,
     AppAuthError,
     InvalidRequest,
     NotConfigured,
@@ -221,7 +222,7 @@ def _refusal(event: Mapping[str, Any], exc: AppAuthError) -> Response:
         status, page = 503, "not_configured"
         logger.error("service not configured", code=exc.code, error=exc.message)
         metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
-    elif isinstance(exc, StorageError):
+    elif isinstance(exc, StorageError | AlipayUnavailable):
         status, page = 503, "unavailable"
         logger.error("dependency failure", code=exc.code, error=exc.message)
         metrics.add_metric(name="DependencyFailure", unit=MetricUnit.Count, value=1)

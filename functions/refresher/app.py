@@ -34,6 +34,7 @@ _METRICS = {
     RefreshOutcome.DEFERRED: "TokensDeferred",
     RefreshOutcome.PARKED: "TokensParked",
     RefreshOutcome.QUARANTINED: "TokensQuarantined",
+    RefreshOutcome.ROTATION_UNAVAILABLE: "TokensRotationUnavailable",
 }
 
 

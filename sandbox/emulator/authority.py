@@ -19,6 +19,20 @@ from dataclasses import dataclass
 # Alipay shows Chinese time in its token prefixes and auth_start/auth_end strings.
 CHINA_TIME = dt.timezone(dt.timedelta(hours=8))
 _CODE_ALPHABET = string.ascii_letters + string.digits
+# What token/app/query reports as auth_methods ("当前app_auth_token的授权接口列表", the APIs the token may
+# call: official v3 model AlipayOpenAuthTokenAppQueryResponseModel) unless a test sets others: the
+# payment APIs an ISV is typically authorized for. Not copied from a real answer.
+DEFAULT_AUTH_METHODS = (
+    "alipay.trade.pay",
+    "alipay.trade.create",
+    "alipay.trade.precreate",
+    "alipay.trade.query",
+    "alipay.trade.refund",
+    "alipay.trade.close",
+)
+# auth_end = auth_start + 365 days, as in the 2019 query output cited by the protocol notes section 8.1
+# (which also says the token does not expire at auth_end: status is the truth).
+AUTHORIZATION_PERIOD_SECONDS = 365 * 86400
 
 
 class BusinessError(Exception):
@@ -73,6 +87,7 @@ class Authorization:
     current: TokenPair | None = None
     revoked_at: float | None = None
     refresh_count: int = 0
+    auth_methods: tuple[str, ...] = DEFAULT_AUTH_METHODS
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class TokenStatus:
-    """The answer of ``token/app/query``."""
+    """The answer of ``token/app/query`` (official v3 model ``AlipayOpenAuthTokenAppQueryResponseModel``)."""
 
     auth_app_id: str
     user_id: str
@@ -97,6 +112,9 @@ class TokenStatus:
     expires_in: int
     auth_start: float
     auth_end: float
+    auth_methods: tuple[str, ...]
+    # "当商家选择全权委托授权时值为true" (same model): the emulator's merchants always delegate fully.
+    is_by_app_auth: bool = True
 
 
 def china_time_text(timestamp: float) -> str:
@@ -215,24 +233,37 @@ class AuthorizationAuthority:
             return self._rotate(authorization, now)
 
     def query(self, isv_app_id: str, app_auth_token: str) -> TokenStatus:
+        """``token/app/query``: error codes from the official ``AlipayOpenAuthTokenAppQueryErrorResponseModel``
+        (protocol notes section 8.6).
+
+        ``valid`` while the token works: the current token of a live grant, or a replaced one (by a
+        refresh or a re-authorization) within its grace window, since "原来的值会在一定时间内失效"
+        (section 8.2); ``invalid`` after that or once the merchant cancelled. A token stays known
+        after it died, so the answer is ``invalid``, not AUTH_TOKEN_NOT_EXISTED, which is for a token
+        never issued.
+        """
         with self._lock:
             now = self.clock()
             pair = self._by_access_token.get(app_auth_token)
             if pair is None:
-                raise BusinessError("AUTH_TOKEN_NOT_FOUND", "授权令牌不存在 (app_auth_token not found)")
+                raise BusinessError(
+                    "AUTH_TOKEN_NOT_EXISTED", "授权令牌不存在 (app_auth_token does not exist)"
+                )
             authorization = pair.authorization
             if authorization.isv_app_id != isv_app_id:
                 raise BusinessError(
-                    "APP_ID_NOT_CONSISTENT", "授权令牌不属于当前应用 (the token was issued to another app)"
+                    "AUTH_TOKEN_NOT_CONSISTENT",
+                    "授权令牌与当前应用不一致 (the token was issued to another app)",
                 )
-            auth_end = pair.issued_at + self.expires_in
             return TokenStatus(
                 auth_app_id=authorization.merchant_app_id,
                 user_id=authorization.user_id,
                 valid=self._access_token_valid(pair, now),
-                expires_in=max(0, int(auth_end - now)),
+                # "应用授权令牌失效时间，单位到秒" (same model): this token's own lifetime left.
+                expires_in=max(0, int(pair.issued_at + self.expires_in - now)),
                 auth_start=authorization.auth_start,
-                auth_end=auth_end,
+                auth_end=authorization.auth_start + AUTHORIZATION_PERIOD_SECONDS,
+                auth_methods=authorization.auth_methods,
             )
 
     # --- for tests and the local stack ----------------------------------------------------------
@@ -253,6 +284,14 @@ class AuthorizationAuthority:
             authorization = self._authorizations.get((isv_app_id, merchant_app_id))
             pair = authorization.current if authorization is not None else None
             return (pair.app_auth_token, pair.app_refresh_token) if pair is not None else None
+
+    def set_auth_methods(self, isv_app_id: str, merchant_app_id: str, methods: Sequence[str]) -> None:
+        """The APIs the query reports for this authorization (and for its later tokens)."""
+        with self._lock:
+            authorization = self._authorizations.get((isv_app_id, merchant_app_id))
+            if authorization is None:
+                raise KeyError(f"{merchant_app_id} is not authorized to {isv_app_id}")
+            authorization.auth_methods = tuple(methods)
 
     def refresh_count(self, merchant_app_id: str) -> int:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Alipay's v3 gateway for the token endpoints, as a pure function of a request.
+"""Alipay's v3 gateway for the token endpoints (``token/app`` and ``token/app/query``), as a pure
+function of a request.
 
 ``Gateway.handle`` authenticates a request the way Alipay does (signature, app certificate SN,
 root certificate SN, timestamp), decrypts an AES body, applies the business rules of the
@@ -18,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from alipay_v3 import TOKEN_PATH, AesKey, DecryptError
+from alipay_v3 import QUERY_PATH, TOKEN_PATH, AesKey, DecryptError
 from alipay_v3.errors import RequestVerificationError
 from alipay_v3.keys import cert_sn, root_cert_sn
 from alipay_v3.server import DEFAULT_MAX_SKEW_MS, verify_request
@@ -27,7 +28,6 @@ from sandbox.credentials import DevCredentials
 
 from .authority import AuthorizationAuthority, BusinessError, IssuedToken, china_time_text
 
-QUERY_PATH = TOKEN_PATH + "/query"
 JSON_TYPE = "application/json;charset=UTF-8"
 TEXT_TYPE = "text/plain;charset=UTF-8"
 
@@ -260,9 +260,14 @@ class Gateway:
         raise BusinessError("GRANT_TYPE_INVALID", "grant_type 必须是 authorization_code 或 refresh_token")
 
     def _query(self, registration: Registration, request: Request, plaintext: str) -> dict[str, Any]:
+        """``GET token/app/query?app_auth_token=…`` (protocol notes sections 5 and 8.6). The answer has
+        the fields of the official ``AlipayOpenAuthTokenAppQueryResponseModel`` with its types: numbers
+        and booleans as JSON ones (``expires_in`` int, ``is_by_app_auth`` bool), times as China time
+        strings. A missing token is the API's own ILLEGAL_PARAM (its ``…QueryErrorResponseModel``),
+        signed like the other business errors."""
         values = parse_qs(urlsplit(request.target).query).get("app_auth_token")
         if not values or not values[0]:
-            raise _Refused(400, "missing-parameter", "app_auth_token is required")
+            raise BusinessError("ILLEGAL_PARAM", "参数有误 (app_auth_token is required)")
         status = self.authority.query(registration.credentials.app_id, values[0])
         return {
             "auth_app_id": status.auth_app_id,
@@ -271,8 +276,8 @@ class Gateway:
             "expires_in": status.expires_in,
             "auth_start": china_time_text(status.auth_start),
             "auth_end": china_time_text(status.auth_end),
-            "auth_methods": [],
-            "is_by_app_auth": True,
+            "auth_methods": list(status.auth_methods),
+            "is_by_app_auth": status.is_by_app_auth,
         }
 
 

@@ -241,6 +241,10 @@ class Emulator:
     def refresh_count(self, merchant_app_id: str) -> int:
         return self.authority.refresh_count(merchant_app_id)
 
+    def set_auth_methods(self, isv_app_id: str, merchant_app_id: str, methods: Sequence[str]) -> None:
+        """The APIs ``token/app/query`` reports for an authorization (default ``DEFAULT_AUTH_METHODS``)."""
+        self.authority.set_auth_methods(isv_app_id, merchant_app_id, methods)
+
     def token_valid(self, app_auth_token: str) -> bool:
         return self.authority.token_valid(app_auth_token)
 

@@ -194,12 +194,10 @@ def test_refresh_failure_backs_off_then_recovers_count(store: TokenStore, clock:
     store.save_authorization(token(), isv_app_id="isv", due_at=clock.now - 1)
     leased = store.acquire_lease("2088A", "w1", 60)
     # When a retryable failure is recorded twice (leasing again in between)
-    after = store.record_refresh_failure(
-        leased, "w1", error="SYSTEM_ERROR", retry_at=clock.now + 50, dead=False
-    )
+    after = store.record_refresh_failure(leased, "w1", error="SYSTEM_ERROR", retry_at=clock.now + 50)
     clock.advance(51)
     again = store.record_refresh_failure(
-        store.acquire_lease("2088A", "w1", 60), "w1", error="E2", retry_at=clock.now + 70, dead=False
+        store.acquire_lease("2088A", "w1", 60), "w1", error="E2", retry_at=clock.now + 70
     )
     # Then failures count up, the due time moves, the version and status stay, the lease is gone
     assert (after.failures, again.failures) == (1, 2)
@@ -208,13 +206,15 @@ def test_refresh_failure_backs_off_then_recovers_count(store: TokenStore, clock:
     assert store.acquire_lease("2088A", "w9", 60, force=True).version == 1  # no lease left behind
     # And a failure with a lease not held is refused
     with pytest.raises(ConcurrentUpdate):
-        store.record_refresh_failure(leased, "other", error="E", retry_at=0, dead=False)
+        store.record_refresh_failure(leased, "other", error="E", retry_at=0)
 
 
 def test_a_dead_grant_leaves_the_schedule(store: TokenStore, clock: Clock) -> None:
     store.save_authorization(token(), isv_app_id="isv", due_at=clock.now - 1)
     leased = store.acquire_lease("2088A", "w1", 60)
-    dead = store.record_refresh_failure(leased, "w1", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
+    dead = store.record_refresh_failure(
+        leased, "w1", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, leave_as=NEEDS_REAUTH
+    )
     assert (dead.status, dead.version, dead.due_at) == (NEEDS_REAUTH, 2, None)
     assert list(store.due_app_ids(clock.now + 10**9)) == []
     with pytest.raises(ConcurrentUpdate):
@@ -349,7 +349,7 @@ def test_a_quarantined_token_is_served_off_the_schedule_until_a_forced_refresh(
     # Given a due token whose refresh failed for the last allowed time
     store.save_authorization(token(), isv_app_id="isv", due_at=clock.now - 1)
     leased = store.acquire_lease("2088A", "w", 60)
-    store.record_refresh_failure(leased, "w", error="system-error", retry_at=0, dead=False, quarantine=True)
+    store.record_refresh_failure(leased, "w", error="system-error", retry_at=0, leave_as=QUARANTINED)
     # Then it leaves the due index, and only a forced lease takes it
     quarantined = store.get_token("2088A")
     assert (quarantined.status, quarantined.due_at, quarantined.failures) == (QUARANTINED, None, 1)
@@ -375,11 +375,13 @@ def test_the_earliest_refresh_expiry_counts_every_served_token_and_no_other(
     assert store.earliest_refresh_expiry() == pytest.approx(at + 5000)
     # When the earliest is quarantined it still counts: it is served, and nothing rotates it
     leased = store.acquire_lease("2088E1", "w", 60)
-    store.record_refresh_failure(leased, "w", error="E", retry_at=0, dead=False, quarantine=True)
+    store.record_refresh_failure(leased, "w", error="E", retry_at=0, leave_as=QUARANTINED)
     assert store.earliest_refresh_expiry() == pytest.approx(at + 5000)
     # When it is dead, and the next one revoked, neither counts any more
     forced = store.acquire_lease("2088E1", "w", 60, force=True)
-    store.record_refresh_failure(forced, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
+    store.record_refresh_failure(
+        forced, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, leave_as=NEEDS_REAUTH
+    )
     store.mark_revoked("2088E4", "cancelled")
     assert store.earliest_refresh_expiry() == pytest.approx(at + 7000)
     # And a rotation moves a token's expiry along with its new refresh token

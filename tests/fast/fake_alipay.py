@@ -1,13 +1,15 @@
 """``FakeTokenApi``: Alipay's token API in memory, scripted per test, no network and no signing.
 
-It has ``TokenApi``'s two calls and answers them with the protocol package's own types. Unless a
-test scripts a reply, it behaves like a plain Alipay: an exchange grants a fresh pair for each app
-in ``merchant_apps``; a refresh of a refresh token it issued grants a fresh pair for that token's
-app; any other refresh token is answered with a verified ``REFRESH_TOKEN_NOT_VALID``.
+It has ``TokenApi``'s calls and answers them with the protocol package's own types. Unless a test
+scripts a reply, it behaves like a plain Alipay: an exchange grants a fresh pair for each app in
+``merchant_apps``; a refresh of a refresh token it issued grants a fresh pair for that token's app;
+any other refresh token is answered with a verified ``REFRESH_TOKEN_NOT_VALID``; a query says
+``valid`` for the last token issued for an app, ``invalid`` for one replaced since, and
+``AUTH_TOKEN_NOT_EXISTED`` for a token it never issued (sandbox/emulator/authority.py is the model).
 
-A scripted reply (``answer_exchange`` / ``answer_refresh``, used in order, once each) is a
-``TokenGrant``, an ``AlipayError`` to raise, or a callable given the code / refresh token that
-returns a grant or raises (it runs outside the fake's lock, so it may call the fake again).
+A scripted reply (``answer_exchange`` / ``answer_refresh`` / ``answer_query``, used in order, once
+each) is what the call returns, an ``AlipayError`` to raise, or a callable given the code / token
+that returns it or raises (it runs outside the fake's lock, so it may call the fake again).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from alipay_v3 import AlipayApiError, AlipayError, AppToken, TokenGrant, TransportError
+from alipay_v3 import AlipayApiError, AlipayError, AppAuthorization, AppToken, TokenGrant, TransportError
+from alipay_v3.token_api import AuthorizationStatus
 
 LIFE_SECONDS = 32_140_800  # re_expires_in seen in real answers
-Reply = TokenGrant | AlipayError | Callable[[str], TokenGrant]
+Reply = TokenGrant | AppAuthorization | AlipayError | Callable[[str], Any]
 
 
 def api_error(code: str, *, verified: bool = True, http_status: int = 400) -> AlipayApiError:
@@ -39,9 +42,12 @@ class FakeTokenApi:
         self.merchant_apps = tuple(merchant_apps)
         self.exchanges: list[str] = []  # the codes sent, in order
         self.refreshes: list[str] = []  # the refresh tokens sent, in order
+        self.queries: list[str] = []  # the app_auth_tokens asked about, in order
         self.issued: list[AppToken] = []  # every pair granted (or issued for seeding), in order
-        self._replies: dict[str, deque[Reply]] = {"exchange": deque(), "refresh": deque()}
+        self._replies: dict[str, deque[Reply]] = {"exchange": deque(), "refresh": deque(), "query": deque()}
         self._app_of_refresh_token: dict[str, str] = {}
+        self._app_of_token: dict[str, str] = {}
+        self._current_token: dict[str, str] = {}  # app -> the last token issued for it
         self._serial = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -52,6 +58,17 @@ class FakeTokenApi:
 
     def answer_refresh(self, *replies: Reply) -> None:
         self._replies["refresh"].extend(replies)
+
+    def answer_query(self, *replies: Reply) -> None:
+        self._replies["query"].extend(replies)
+
+    def authorization(self, auth_app_id: str, *, valid: bool = True) -> AppAuthorization:
+        """A query answer about a token of ``auth_app_id``."""
+        status = AuthorizationStatus.VALID if valid else AuthorizationStatus.INVALID
+        now = int(self.clock())
+        return AppAuthorization(
+            auth_app_id, "2088100000000001", status, ("alipay.trade.pay",), now, now, None, True
+        )
 
     def issue(self, auth_app_id: str, *, user_id: str = "2088100000000001") -> AppToken:
         """A new pair for ``auth_app_id``, as Alipay would grant it now (also for seeding the store)."""
@@ -67,6 +84,8 @@ class FakeTokenApi:
                 obtained_at=self.clock(),
             )
             self._app_of_refresh_token[token.app_refresh_token] = auth_app_id
+            self._app_of_token[token.app_auth_token] = auth_app_id
+            self._current_token[auth_app_id] = token.app_auth_token
             self.issued.append(token)
             return token
 
@@ -91,16 +110,30 @@ class FakeTokenApi:
             raise api_error("REFRESH_TOKEN_NOT_VALID")
         return self.grant(app)
 
+    def query(self, app_auth_token: str, **kwargs: Any) -> AppAuthorization:
+        reply = self._take("query", app_auth_token)
+        if reply is not None:
+            answer: AppAuthorization = _play(reply, app_auth_token)
+            return answer
+        with self._lock:
+            app = self._app_of_token.get(app_auth_token)
+            current = app is not None and self._current_token[app] == app_auth_token
+        if app is None:
+            raise api_error("AUTH_TOKEN_NOT_EXISTED")
+        return self.authorization(app, valid=current)
+
     def _take(self, kind: str, argument: str) -> Reply | None:
         with self._lock:
-            (self.exchanges if kind == "exchange" else self.refreshes).append(argument)
+            {"exchange": self.exchanges, "refresh": self.refreshes, "query": self.queries}[kind].append(
+                argument
+            )
             queue = self._replies[kind]
             return queue.popleft() if queue else None
 
 
-def _play(reply: Reply, argument: str) -> TokenGrant:
+def _play(reply: Reply, argument: str) -> Any:
     if isinstance(reply, AlipayError):
         raise reply
-    if isinstance(reply, TokenGrant):
+    if isinstance(reply, TokenGrant | AppAuthorization):
         return reply
     return reply(argument)

@@ -30,7 +30,7 @@ def make_status(world: World, status: TokenStatus) -> float:
     elif status is NEEDS_REAUTH:
         record = world.store.acquire_lease(MERCHANT_APP, "w", 60, force=True)
         world.store.record_refresh_failure(
-            record, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True
+            record, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, leave_as=NEEDS_REAUTH
         )
     return world.clock()
 
@@ -120,7 +120,7 @@ def test_a_notification_fills_in_a_missing_authorization_with_no_reference(world
     token = world.alipay.issue(MERCHANT_APP)
     # When the notification's grant is recorded (whatever reference a caller passes)
     record = world.grants.record(
-        token, via=Route.NOTIFICATION, isv_app_id=ISV, isv_ref="made-up", sent_at=world.clock()
+        token, via=Route.NOTIFICATION, isv_app_id=ISV, isv_ref="made-up", granted_at=world.clock()
     )
     # Then it is stored without a reference: a notification does not know the ISV's customer
     assert record is not None and record.isv_ref is None and record.status == ACTIVE
@@ -128,16 +128,19 @@ def test_a_notification_fills_in_a_missing_authorization_with_no_reference(world
     assert_announced_once(world, token, isv_ref=None, via=Route.NOTIFICATION)
 
 
-def test_a_notification_never_overwrites_a_live_token(world: World) -> None:
-    # Given a live token, and a notification sent after it was stored carrying another pair
+def test_a_notification_of_a_token_alipay_calls_replaced_never_overwrites_the_live_one(world: World) -> None:
+    # Given a live token, and a notification of another pair granted about the same time (inside
+    # the clocks' margin), whose token Alipay's query says no longer works
     live = world.alipay.issue(MERCHANT_APP)
     stored(world, live)
     world.clock.advance(60)
     late = world.alipay.issue(MERCHANT_APP)
+    world.alipay.answer_query(world.alipay.authorization(MERCHANT_APP, valid=False))
     # When it is recorded
-    record = world.grants.record(late, via=Route.NOTIFICATION, isv_app_id=ISV, sent_at=world.clock())
+    record = world.grants.record(late, via=Route.NOTIFICATION, isv_app_id=ISV, granted_at=world.clock())
     # Then it is held back: the live token stays, nothing is announced
     assert record is None
+    assert world.alipay.queries == [late.app_auth_token]
     assert current_token(world) == live.app_auth_token
     assert world.store.get_token(MERCHANT_APP).version == 1
     assert authorized_events(world) == []
@@ -153,7 +156,7 @@ def test_a_notification_sent_after_the_last_change_revives_a_dead_grant_keeping_
     # When the merchant re-authorizes and only the notification arrives, sent after that change
     world.clock.advance(5)
     token = world.alipay.issue(MERCHANT_APP)
-    record = world.grants.record(token, via=Route.NOTIFICATION, isv_app_id=ISV, sent_at=changed_at + 1)
+    record = world.grants.record(token, via=Route.NOTIFICATION, isv_app_id=ISV, granted_at=changed_at + 1)
     # Then the new pair is stored, active again, still shop-1's, and announced as such
     assert record is not None and (record.status, record.isv_ref) == (ACTIVE, "shop-1")
     assert current_token(world) == token.app_auth_token
@@ -167,16 +170,18 @@ def test_a_notification_sent_after_the_last_change_revives_a_dead_grant_keeping_
 def test_a_notification_sent_before_the_last_change_or_at_an_unknown_time_is_held_back(
     world: World, status: TokenStatus, sent: str
 ) -> None:
-    # Given a token that went dead after Alipay sent the notification (or we cannot tell when it did)
+    # Given a token that went dead ten minutes after the notification's grant (or we cannot tell
+    # when that was, and Alipay's query says its token does not work)
     stored(world, world.alipay.issue(MERCHANT_APP))
-    sent_at = world.clock()
-    world.clock.advance(60)
+    granted_at = world.clock()
+    world.clock.advance(600)
     token = world.alipay.issue(MERCHANT_APP)
     make_status(world, status)
     version = world.store.get_token(MERCHANT_APP).version
+    world.alipay.answer_query(world.alipay.authorization(MERCHANT_APP, valid=False))
     # When the notification's grant is recorded
     record = world.grants.record(
-        token, via=Route.NOTIFICATION, isv_app_id=ISV, sent_at=sent_at if sent == "before" else None
+        token, via=Route.NOTIFICATION, isv_app_id=ISV, granted_at=granted_at if sent == "before" else None
     )
     # Then it does not undo the change
     assert record is None
@@ -191,7 +196,7 @@ def test_a_notification_bringing_back_the_revoked_pair_announces_no_grant(world:
     stored(world, token)
     revoked_at = make_status(world, REVOKED)
     # When Alipay's retry of the original authorization notification arrives, sent after the cancel
-    record = world.grants.record(token, via=Route.NOTIFICATION, isv_app_id=ISV, sent_at=revoked_at + 10)
+    record = world.grants.record(token, via=Route.NOTIFICATION, isv_app_id=ISV, granted_at=revoked_at + 10)
     # Then the app stays revoked, and no grant is announced or reported as recorded
     assert world.store.get_token(MERCHANT_APP).status == REVOKED
     assert authorized_events(world) == []

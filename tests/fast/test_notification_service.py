@@ -10,12 +10,13 @@ import pytest
 
 from alipay_v3 import sign_notification
 from app_auth import events
-from app_auth.errors import InvalidRequest, StorageError
+from app_auth.errors import AlipayUnavailable, InvalidRequest, StorageError
 from app_auth.grants import Route
 from app_auth.notifications import ACKNOWLEDGED
 from app_auth.token_store import ACTIVE, NEEDS_REAUTH, REVOKED
 from app_auth.tokens import TokenUnusable, read_current_token
 from sandbox.credentials import new_rsa_key
+from tests.fast.fake_alipay import transport_error
 from tests.fast.world import MERCHANT_APP, World
 
 ISV = "2021000000000001"
@@ -61,32 +62,102 @@ def test_a_duplicate_notification_is_acknowledged_and_not_handled_again(world: W
     assert world.events.entries == announced
 
 
-def test_a_notification_never_overwrites_a_live_token(world: World) -> None:
-    # Given a live token from the callback
+def test_a_reauthorization_that_reaches_us_only_by_notification_replaces_the_live_token(
+    world: World,
+) -> None:
+    # Given a live token of shop-1 from the callback
     seed(world)
     live = current_token(world)
-    # When a notification with another pair arrives later
-    world.clock.advance(60)
-    late = world.alipay.issue(MERCHANT_APP)
-    answer = world.notifications.handle(world.signed(world.authorized_notification(late)))
-    # Then it is acknowledged and held back
+    # When the merchant authorizes again from Alipay's console (no state, no callback): only the
+    # notification arrives, its grant an hour after ours
+    world.clock.advance(3600)
+    again = world.alipay.issue(MERCHANT_APP)
+    answer = world.notifications.handle(world.signed(world.authorized_notification(again)))
+    # Then the new token is served, the reference kept, the old pair kept through the grace window
+    assert answer == ACKNOWLEDGED
+    assert current_token(world) == again.app_auth_token
+    read = read_current_token(world.store, MERCHANT_APP)
+    assert (read.isv_ref, read.previous_app_auth_token) == ("shop-1", live)
+    [(kind, detail)] = world.events.published()
+    assert (kind, detail["via"], detail["reauthorized"]) == (events.AUTHORIZED, "notification", True)
+    assert world.alipay.queries == []  # an hour apart: the times alone said which is newer
+
+
+def test_a_late_notification_of_an_older_grant_never_rolls_the_token_back(world: World) -> None:
+    # Given a grant notified late: the merchant authorized twice, and the callback of the second
+    # stored its token an hour after the first
+    first = world.alipay.issue(MERCHANT_APP)
+    world.clock.advance(3600)
+    seed(world)
+    live = current_token(world)
+    # When the first grant's notification arrives now (Alipay retries for hours)
+    answer = world.notifications.handle(world.signed(world.authorized_notification(first)))
+    # Then nothing changes
     assert answer == ACKNOWLEDGED
     assert current_token(world) == live
-    assert world.store.get_token(MERCHANT_APP).isv_ref == "shop-1"
     assert world.events.entries == []
+
+
+def test_inside_the_clocks_margin_alipays_query_decides_which_grant_is_newer(world: World) -> None:
+    # Given two grants a minute apart: the second stored by its callback
+    first = world.alipay.issue(MERCHANT_APP)
+    world.clock.advance(60)
+    seed(world)
+    live = current_token(world)
+    # When the first one's notification arrives: Alipay says its token was replaced (invalid)
+    world.notifications.handle(world.signed(world.authorized_notification(first)))
+    # Then it is held back
+    assert current_token(world) == live and world.alipay.queries == [first.app_auth_token]
+    # And when a third grant, a minute later, is notified: Alipay says that token works
+    world.clock.advance(60)
+    third = world.alipay.issue(MERCHANT_APP)
+    world.notifications.handle(world.signed(world.authorized_notification(third)))
+    assert current_token(world) == third.app_auth_token
+
+
+def test_a_notification_is_not_decided_on_a_guess_when_alipays_query_fails(world: World) -> None:
+    seed(world)
+    live = current_token(world)
+    world.clock.advance(60)
+    again = world.alipay.issue(MERCHANT_APP)
+    world.alipay.answer_query(transport_error())
+    params = world.signed(world.authorized_notification(again, notify_id="n-9"))
+    # When Alipay cannot say  Then the notification is refused (Alipay sends it again), nothing changed
+    with pytest.raises(AlipayUnavailable):
+        world.notifications.handle(params)
+    assert current_token(world) == live and not world.flow.notification_seen("n-9")
+    # And its next delivery is decided
+    assert world.notifications.handle(params) == ACKNOWLEDGED
+    assert current_token(world) == again.app_auth_token
+
+
+def test_a_notification_bringing_back_the_pair_we_rotated_away_changes_nothing(world: World) -> None:
+    # Given a token rotated by the refresher a moment after its grant was notified
+    seed(world)
+    granted = world.store.open_current(world.store.get_token(MERCHANT_APP))
+    notified = world.authorized_notification(world.alipay.issued[-1], notify_id="n-old")
+    world.clock.advance(30)
+    leased = world.store.acquire_lease(MERCHANT_APP, "w", 60, force=True)
+    world.store.commit_rotation(leased, "w", world.alipay.issue(MERCHANT_APP))
+    rotated = current_token(world)
+    # When the notification of the grant arrives now, its token still inside Alipay's grace
+    assert world.notifications.handle(world.signed(notified)) == ACKNOWLEDGED
+    # Then the rotated token stays, without asking Alipay: the old pair is known as the one replaced
+    assert current_token(world) == rotated != granted.app_auth_token
+    assert world.alipay.queries == []
 
 
 def test_a_reauthorization_notified_after_a_dead_grant_revives_it_with_its_reference(world: World) -> None:
     # Given a token of shop-1 Alipay declared dead
     seed(world)
     leased = world.store.acquire_lease(MERCHANT_APP, "w", 60, force=True)
-    world.store.record_refresh_failure(leased, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
-    dead_at = world.clock()
-    # When the merchant re-authorizes and only the notification arrives, sent after that
+    world.store.record_refresh_failure(
+        leased, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, leave_as=NEEDS_REAUTH
+    )
+    # When the merchant re-authorizes and only the notification arrives
     world.clock.advance(30)
     token = world.alipay.issue(MERCHANT_APP)
-    params = world.authorized_notification(token, sent_at=dead_at + 5)
-    world.notifications.handle(world.signed(params))
+    world.notifications.handle(world.signed(world.authorized_notification(token)))
     # Then the new pair is stored, active, still shop-1's
     record = world.store.get_token(MERCHANT_APP)
     assert (record.status, record.isv_ref) == (ACTIVE, "shop-1")
@@ -95,14 +166,18 @@ def test_a_reauthorization_notified_after_a_dead_grant_revives_it_with_its_refer
     assert (kind, detail["isv_ref"]) == (events.AUTHORIZED, "shop-1")
 
 
-def test_a_notification_sent_before_a_grant_died_does_not_revive_it(world: World) -> None:
-    # Given a notification Alipay sent, and the grant declared dead after that
+@pytest.mark.parametrize("apart", [600, 120])
+def test_a_notification_of_a_grant_before_it_died_does_not_revive_it(world: World, apart: int) -> None:
+    # Given a grant notified, declared dead later: ten minutes later (the times decide), or two
+    # (inside the clocks' margin: Alipay's query, which calls the dead token invalid, decides)
     seed(world)
-    token = world.alipay.issue(MERCHANT_APP)
-    params = world.authorized_notification(token, sent_at=world.clock())
-    world.clock.advance(120)
+    params = world.authorized_notification(world.alipay.issued[-1])
+    world.clock.advance(apart)
     leased = world.store.acquire_lease(MERCHANT_APP, "w", 60, force=True)
-    world.store.record_refresh_failure(leased, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, dead=True)
+    world.store.record_refresh_failure(
+        leased, "w", error="REFRESH_TOKEN_NOT_VALID", retry_at=0, leave_as=NEEDS_REAUTH
+    )
+    world.alipay.answer_query(world.alipay.authorization(MERCHANT_APP, valid=False))
     # When the notification is (re)delivered
     assert world.notifications.handle(world.signed(params)) == ACKNOWLEDGED
     # Then the grant stays dead

@@ -23,6 +23,7 @@ from app_auth.refresh import (
     QUARANTINED,
     RACED,
     REFRESHED,
+    ROTATION_UNAVAILABLE,
     SKIPPED,
     RefreshPolicy,
 )
@@ -58,6 +59,10 @@ def record(world: World, app: str = MERCHANT_APP) -> TokenRecord:
 
 def refresh_token(world: World, app: str = MERCHANT_APP) -> str:
     return world.store.open_current(record(world, app)).app_refresh_token
+
+
+def current_token(world: World, app: str = MERCHANT_APP) -> str:
+    return world.store.open_current(record(world, app)).app_auth_token
 
 
 def published(world: World, kind: str) -> list[dict[str, object]]:
@@ -103,10 +108,12 @@ def test_a_token_not_due_is_skipped_without_calling_alipay(world: World) -> None
 
 
 def test_a_verified_dead_grant_needs_reauthorization_announced_once(world: World) -> None:
-    # Given a due token whose refresh token Alipay says, signed, is no longer valid
+    # Given a due token whose refresh token Alipay says, signed, is no longer valid, and whose
+    # token Alipay's query says is invalid too
     seed(world)
     come_due(world)
     world.alipay.answer_refresh(api_error("REFRESH_TOKEN_NOT_VALID", verified=True))
+    world.alipay.answer_query(world.alipay.authorization(MERCHANT_APP, valid=False))
     # When it is refreshed, and refreshed again (even forced)
     first = world.refresher.refresh_one(MERCHANT_APP)
     second = world.refresher.refresh_one(MERCHANT_APP, force=True)
@@ -605,3 +612,77 @@ def test_a_run_takes_nothing_from_the_queue_when_disabled_out_of_time_or_unconfi
 def test_the_replay_bound_is_a_hundred_unless_the_environment_says_otherwise() -> None:
     assert RefreshPolicy.from_env({}).replay_max_messages == 100
     assert RefreshPolicy.from_env({"REFRESH_REPLAY_MAX_MESSAGES": "0"}).replay_max_messages == 0
+
+
+def test_a_dead_refresh_token_with_a_working_token_is_served_and_no_longer_rotated(world: World) -> None:
+    # Given a due token whose refresh token has timed out, while Alipay's query says the token works
+    seed(world)
+    come_due(world)
+    token = current_token(world)
+    world.alipay.answer_refresh(api_error("REFRESH_TOKEN_TIME_OUT", verified=True))
+    # When it is refreshed
+    outcome = world.refresher.refresh_one(MERCHANT_APP)
+    # Then Alipay was asked about the token itself, which is still served, off the schedule
+    assert outcome == ROTATION_UNAVAILABLE
+    assert world.alipay.queries == [token]
+    after = record(world)
+    assert (after.status, after.due_at, after.last_error) == (
+        TokenStatus.ROTATION_UNAVAILABLE,
+        None,
+        "REFRESH_TOKEN_TIME_OUT",
+    )
+    assert read_current_token(world.store, MERCHANT_APP).app_auth_token == token
+    assert list(world.store.due_app_ids(world.clock() + 10**9)) == []
+    assert world.store.earliest_refresh_expiry() is None  # its refresh token no longer counts
+    # And that is announced once, and not as a merchant to re-authorize
+    [detail] = published(world, events.ROTATION_UNAVAILABLE)
+    assert detail["error_code"] == "REFRESH_TOKEN_TIME_OUT"
+    assert published(world, events.NEEDS_REAUTHORIZATION) == []
+    # And a new authorization by the merchant puts it back on the schedule
+    world.grants.record(world.alipay.issue(MERCHANT_APP), via=Route.CALLBACK, isv_app_id="2021000000000001")
+    assert record(world).status == ACTIVE and record(world).due_at is not None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(api_error("AUTH_TOKEN_NOT_EXISTED", verified=True), id="gone"),
+        pytest.param("invalid", id="invalid"),
+    ],
+)
+def test_a_dead_refresh_token_whose_token_alipay_calls_dead_needs_reauthorization(
+    world: World, answer: object
+) -> None:
+    seed(world)
+    come_due(world)
+    world.alipay.answer_refresh(api_error("REFRESH_TOKEN_NOT_VALID", verified=True))
+    world.alipay.answer_query(
+        world.alipay.authorization(MERCHANT_APP, valid=False) if answer == "invalid" else answer  # type: ignore[arg-type]
+    )
+    assert world.refresher.refresh_one(MERCHANT_APP) == NEEDS_REAUTH
+    assert record(world).status == TokenStatus.NEEDS_REAUTH
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(transport_error(), id="no answer"),
+        pytest.param(api_error("SYSTEM_ERROR", verified=True, http_status=500), id="system error"),
+        pytest.param(api_error("AUTH_TOKEN_NOT_EXISTED", verified=False), id="unsigned gone"),
+    ],
+)
+def test_a_dead_refresh_token_whose_query_fails_backs_off_and_asks_again(
+    world: World, failure: object
+) -> None:
+    # Given a dead refresh token, and Alipay's query failing (or answering unsigned)
+    seed(world)
+    come_due(world)
+    world.alipay.answer_refresh(api_error("REFRESH_TOKEN_NOT_VALID", verified=True))
+    world.alipay.answer_query(failure)  # type: ignore[arg-type]
+    # When it is refreshed  Then nothing is decided on a guess: it backs off, still active
+    assert world.refresher.refresh_one(MERCHANT_APP) == FAILED
+    after = record(world)
+    assert (after.status, after.failures) == (ACTIVE, 1)
+    assert (
+        published(world, events.NEEDS_REAUTHORIZATION) == published(world, events.ROTATION_UNAVAILABLE) == []
+    )

@@ -152,9 +152,10 @@ class World:
         )
 
     def authorized_notification(
-        self, token: AppToken, *, notify_id: str | None = None, sent_at: float | None = None
+        self, token: AppToken, *, notify_id: str | None = None, granted_at: float | None = None
     ) -> dict[str, str]:
-        """An ``open_app_auth_notify`` form as Alipay posts it (unsigned: see ``signed``)."""
+        """An ``open_app_auth_notify`` form as Alipay posts it (unsigned: see ``signed``), now; its
+        ``auth_time`` is ``granted_at``, by default when the token was issued."""
         detail = {
             "app_auth_token": token.app_auth_token,
             "app_refresh_token": token.app_refresh_token,
@@ -163,12 +164,12 @@ class World:
             "app_id": self.config.app_id,
             "expires_in": str(token.expires_in),
             "re_expires_in": str(token.re_expires_in),
-            "auth_time": self.china_time(),
+            "auth_time": self.china_time(token.obtained_at if granted_at is None else granted_at),
         }
         return {
             "notify_id": notify_id or uuid.uuid4().hex,
             "notify_type": AUTH_NOTIFY,
-            "notify_time": self.china_time(sent_at),
+            "notify_time": self.china_time(),
             "charset": "utf-8",
             "version": "1.0",
             "app_id": self.config.app_id,
@@ -255,7 +256,7 @@ def build_world(
     store = TokenStore(table, cipher, settings.schedule, clock=clock)
     flow = FlowStore(table, clock=clock)
     publisher = EventPublisher(events, settings.event_bus_name, clock=clock)
-    grants = Grants(store, publisher)
+    grants = Grants(store, publisher, query=alipay.query)
     signer = StateSigner(STATE_KEY, clock=clock)
     replay = ReplayQueue(sqs, settings.replay_queue_url, cipher)
     replayer = Replayer(replay, grants, isv_app_id=lambda: config.app_id)

@@ -225,4 +225,4 @@ def test_query_reports_the_authorization(emulator, tokens, creds):
 def test_query_of_an_unknown_token(tokens):
     with pytest.raises(AlipayApiError) as caught:
         tokens.client.call("GET", TOKEN_PATH + "/query", query={"app_auth_token": "202511BB" + "0" * 32})
-    assert caught.value.code == "AUTH_TOKEN_NOT_FOUND" and caught.value.verified
+    assert caught.value.code == "AUTH_TOKEN_NOT_EXISTED" and caught.value.verified  # section 8.6

@@ -280,3 +280,37 @@ def test_the_refresher_function_reports_a_heartbeat_the_least_time_left_and_alip
     assert metrics["RefreshTokenDaysLeft"][0] == pytest.approx(
         (now + 3 * 86400 - time.time()) / 86400, abs=0.01
     )
+
+
+def test_a_timed_out_refresh_token_with_a_working_token_keeps_it_served(stack, capfd):
+    # Given a due token whose refresh token has timed out at Alipay, while the token itself works
+    # (it lives until the merchant re-authorizes or cancels: docs/alipay-v3-protocol.md section 8.1)
+    [app] = authorized_and_due(stack, ["2021000000001301"])
+    served = stack.http.get(f"{stack.url}/tokens/{app}", timeout=10).json()["app_auth_token"]
+    stack.emulator.authority.re_expires_in = 0
+    # When the scheduled refresher runs
+    result = load_function("refresher").lambda_handler({}, _FiveMinutes(aws_request_id="run-4"))
+    # Then Alipay's query kept the merchant served: not rotated, not dead, said once
+    assert result["outcomes"] == {"rotation_unavailable": 1}
+    [metrics] = run_metrics(capfd)
+    assert metrics["TokensRotationUnavailable"] == [1.0] and metrics["TokensNeedingReauthorization"] == [0.0]
+    read = stack.http.get(f"{stack.url}/tokens/{app}", timeout=10)
+    assert read.status_code == 200 and read.json()["app_auth_token"] == served
+    assert stack.container.store.get_token(app).status == "rotation_unavailable"
+    assert [e["detail-type"] for e in stack.published_events()] == ["Token Rotation Unavailable"]
+    # And the next runs leave it alone
+    calls = stack.emulator.requests_received
+    assert stack.container.refresher.run(remaining_seconds=lambda: 300).due == 0
+    assert stack.emulator.requests_received == calls
+
+
+def test_a_grant_cancelled_at_alipay_needs_reauthorization_once_alipay_says_its_token_is_invalid(stack):
+    # Given a due token whose merchant cancelled at Alipay, the cancellation message lost
+    [app] = authorized_and_due(stack, ["2021000000001302"])
+    assert stack.emulator.revoke(stack.creds.app_id, app)
+    # When the refresher runs
+    summary = stack.container.refresher.run(remaining_seconds=lambda: 300)
+    # Then the refresh failed dead, the query said invalid, and only then is the merchant dead
+    assert summary.count(NEEDS_REAUTH) == 1
+    assert stack.http.get(f"{stack.url}/tokens/{app}", timeout=10).status_code == 409
+    assert [e["detail-type"] for e in stack.published_events()] == ["Reauthorization Needed"]

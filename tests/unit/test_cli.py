@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import socket
 import stat
@@ -11,8 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from alipay_v3 import TOKEN_PATH
-from alipay_v3.cli import EXIT_API, EXIT_CONFIG, EXIT_FINDINGS, EXIT_OK, EXIT_TRANSPORT, EXIT_VERIFY, main
+from alipay_v3 import TOKEN_PATH, AlipayClient, AlipayConfig, TokenApi
+from alipay_v3.cli import (
+    EXIT_API,
+    EXIT_CONFIG,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_TOKEN_INVALID,
+    EXIT_TRANSPORT,
+    EXIT_VERIFY,
+    main,
+)
 from sandbox.credentials import DevCredentials, private_pem, public_pem
 from sandbox.emulator import Emulator, Fault
 
@@ -393,3 +404,97 @@ def test_console_script_against_the_emulator(creds, emulator, configs):
     assert again.returncode == EXIT_API and "AUTH_CODE_NOT_VALID" in again.stderr
     assert "Traceback" not in again.stderr
     assert_no_secrets(creds, again.stdout + again.stderr, code)
+
+
+# --- tokens query -------------------------------------------------------------------------------
+
+
+def exchanged_token(creds, emulator, merchant_app_id="2021000000000301") -> str:
+    code = emulator.issue_code(creds.app_id, [merchant_app_id], "2088000000000301")
+    return (
+        TokenApi(AlipayClient(AlipayConfig.from_mapping(creds.client_config(emulator.base_url))))
+        .exchange_code(code)
+        .primary.app_auth_token
+    )
+
+
+def test_tokens_query_of_a_valid_token_as_a_table_and_as_json(creds, emulator, configs, capsys):
+    token = exchanged_token(creds, emulator)
+    exit_code, out, err = run(
+        capsys, "tokens", "query", "--config", configs["key"], "--app-auth-token", token
+    )
+    assert exit_code == EXIT_OK, err
+    lines = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert lines["status"] == "valid" and lines["auth_app_id"] == "2021000000000301"
+    assert lines["is_by_app_auth"] == "true" and "alipay.trade.pay" in lines["auth_methods"]
+    assert lines["auth_start"].endswith("+08:00")
+    assert_no_secrets(creds, out + err, token)
+
+    exit_code, out, err = run(
+        capsys,
+        "tokens",
+        "query",
+        "--config",
+        configs["cert"],
+        "--encrypt",
+        "--app-auth-token",
+        token,
+        "--json",
+    )
+    assert exit_code == EXIT_OK, err
+    shown = json.loads(out)
+    assert (shown["status"], shown["valid"], shown["user_id"]) == ("valid", True, "2088000000000301")
+    assert shown["app_auth_token"] == f"{token[:4]}…({len(token)})"
+    start = dt.datetime.fromisoformat(shown["auth_start"])
+    assert start.utcoffset() == dt.timedelta(hours=8)
+    assert dt.datetime.fromisoformat(shown["auth_end"]) - start == dt.timedelta(days=365)
+    assert_no_secrets(creds, out + err, token)
+
+
+def test_tokens_query_of_an_invalid_token_exits_with_its_own_code(creds, emulator, configs, capsys):
+    token = exchanged_token(creds, emulator)
+    assert emulator.revoke(creds.app_id, "2021000000000301")
+    exit_code, out, err = run(
+        capsys, "tokens", "query", "--config", configs["key"], "--app-auth-token", token, "--json"
+    )
+    assert exit_code == EXIT_TOKEN_INVALID != EXIT_VERIFY
+    assert json.loads(out)["status"] == "invalid" and not err
+    assert_no_secrets(creds, out + err, token)
+
+
+def test_tokens_query_reads_the_token_from_stdin(creds, emulator, configs, capsys, monkeypatch):
+    token = exchanged_token(creds, emulator)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(token + "\n"))
+    exit_code, out, err = run(capsys, "tokens", "query", "--config", configs["key"], "--app-auth-token", "-")
+    assert exit_code == EXIT_OK, err
+    assert_no_secrets(creds, out + err, token)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    exit_code, _, err = run(capsys, "tokens", "query", "--config", configs["key"], "--app-auth-token", "-")
+    assert exit_code == EXIT_CONFIG and "stdin" in err
+
+
+def test_tokens_query_of_a_token_alipay_never_issued(creds, emulator, configs, capsys):
+    token = "202511BB" + "0" * 32
+    exit_code, out, err = run(
+        capsys, "tokens", "query", "--config", configs["key"], "--app-auth-token", token
+    )
+    assert exit_code == EXIT_API and not out
+    assert "AUTH_TOKEN_NOT_EXISTED" in err and "signed by Alipay" in err and "authorize the app again" in err
+    assert token not in err
+
+
+def test_tokens_query_failures_before_and_without_an_answer(creds, key_config, capsys):
+    token = "202511BBsecretTokenValue0123456789abcdef"
+    exit_code, out, err = run(capsys, "tokens", "query", "--config", key_config, "--app-auth-token", token)
+    assert exit_code == EXIT_TRANSPORT and not out and "Traceback" not in err
+    assert token not in err
+    exit_code, _, err = run(
+        capsys, "tokens", "query", "--config", key_config, "--app-auth-token", "bad token!"
+    )
+    assert exit_code == EXIT_CONFIG and "nothing was sent" in err and "bad token!" not in err
+    exit_code, _, err = run(
+        capsys, "tokens", "query", "--config", key_config, "--encrypt", "--app-auth-token", token
+    )
+    assert exit_code == EXIT_CONFIG and "encrypt_key" in err
+    code, _, err = run(capsys, "tokens")
+    assert code == EXIT_CONFIG and "query" in err

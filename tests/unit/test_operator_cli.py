@@ -364,3 +364,10 @@ def test_key_files_need_a_mode_and_must_be_readable(tmp_path):
     with pytest.raises(Failure) as failed:
         keys_config(args)
     assert "is not text" in failed.value.message
+
+
+def test_every_ending_of_a_refresh_has_an_answer_for_the_operator() -> None:
+    from app_auth.operator_cli import _REFRESH_ANSWERS
+    from app_auth.refresh import RefreshOutcome
+
+    assert set(_REFRESH_ANSWERS) == set(RefreshOutcome)

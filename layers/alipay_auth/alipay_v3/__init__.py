@@ -5,6 +5,7 @@ Knows nothing of AWS. Typical use::
     config = AlipayConfig.from_file("alipay.json")
     tokens = TokenApi(AlipayClient(config))
     grant = tokens.exchange_code(app_auth_code)
+    if not tokens.query(grant.primary.app_auth_token).valid: ...
 """
 
 from .aes import AesKey
@@ -23,10 +24,20 @@ from .errors import (
 )
 from .notify import sign_notification, verify_notification
 from .response import AlipayResponse, open_response
-from .token_api import TOKEN_PATH, AppToken, TokenApi, TokenGrant, mask
+from .token_api import (
+    QUERY_PATH,
+    TOKEN_PATH,
+    AppAuthorization,
+    AppToken,
+    AuthorizationStatus,
+    TokenApi,
+    TokenGrant,
+    mask,
+)
 
 __all__ = [
     "GATEWAYS",
+    "QUERY_PATH",
     "TOKEN_PATH",
     "AesKey",
     "AlipayApiError",
@@ -35,7 +46,9 @@ __all__ = [
     "AlipayConfig",
     "AlipayError",
     "AlipayResponse",
+    "AppAuthorization",
     "AppToken",
+    "AuthorizationStatus",
     "ConfigError",
     "DecryptError",
     "MalformedResponseError",

@@ -1,4 +1,5 @@
-"""``alipay-v3``: call an Alipay v3 API and explain a configuration, from the command line.
+"""``alipay-v3``: call an Alipay v3 API, ask whether a merchant's token works, and explain a
+configuration, from the command line.
 
 Failures end with one paragraph on stderr that says what went wrong and what to check, and an
 exit code per kind of failure (see ``EXIT_CODES``). Key material, AES keys, codes and tokens are
@@ -10,6 +11,7 @@ every message.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -31,7 +33,7 @@ from .errors import (
     ResponseVerificationError,
     TransportError,
 )
-from .token_api import mask
+from .token_api import CHINA_TIME, AppAuthorization, TokenApi, mask
 
 PROG = "alipay-v3"
 EXIT_OK = 0
@@ -42,9 +44,13 @@ EXIT_VERIFY = 4
 EXIT_TRANSPORT = 5
 EXIT_RESPONSE = 6
 EXIT_INTERRUPTED = 130
+# The command worked and its answer is "no", as for keys check. Not 4 (EXIT_VERIFY): a script that
+# re-authorizes merchants on this code must never confuse Alipay's "invalid" with a response we
+# could not verify, which says nothing about the token.
+EXIT_TOKEN_INVALID = EXIT_FINDINGS
 EXIT_CODES = {
-    EXIT_OK: "success (keys check: no ERROR finding)",
-    EXIT_FINDINGS: "keys check found at least one ERROR",
+    EXIT_OK: "success (keys check: no ERROR finding; tokens query: the token is valid)",
+    EXIT_FINDINGS: "keys check found at least one ERROR; tokens query: Alipay says the token is invalid",
     EXIT_CONFIG: "usage or configuration problem: bad arguments, bad --data JSON, a config that does not load",
     EXIT_API: "Alipay answered with an error (code, HTTP status, trace id on stderr)",
     EXIT_VERIFY: "the response failed verification or decryption: its content was not used",
@@ -53,6 +59,11 @@ EXIT_CODES = {
 }
 _KEYS_CHECK_EXIT_CODES = (
     "exit codes of keys check:\n  0  no ERROR finding\n  1  at least one ERROR\n  2  the file cannot be read"
+)
+_TOKENS_QUERY_EXIT_CODES = (
+    "exit codes of tokens query:\n  0  the token is valid\n  1  Alipay says the token is invalid\n"
+    "  3  Alipay answered with an error (AUTH_TOKEN_NOT_EXISTED: it holds no such token)\n"
+    "  other codes as for call (alipay-v3 --help)"
 )
 # Request fields whose values are secrets (codes, tokens, keys): blanked out of any message.
 _SECRET_NAME_PARTS = ("code", "token", "key", "secret", "password")
@@ -70,6 +81,9 @@ examples:
   # a call on behalf of a merchant
   alipay-v3 call GET /v3/alipay/open/auth/token/app/query --config alipay.json \\
       --query app_auth_token=... --app-auth-token ...
+
+  # does a merchant's app_auth_token still work? (exit 0 valid, 1 invalid; - reads it from stdin)
+  alipay-v3 tokens query --config alipay.json --app-auth-token - --json < token.txt
 
   # explain a configuration, also one that does not load
   alipay-v3 keys check --config alipay.json
@@ -182,6 +196,47 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(handler=_keys_check)
     keys.set_defaults(handler=lambda args: _usage(keys))
+
+    tokens = commands.add_parser(
+        "tokens",
+        help="ask Alipay about merchants' app_auth_tokens",
+        description="Ask Alipay about merchants' app_auth_tokens.",
+        epilog=_TOKENS_QUERY_EXIT_CODES,
+        formatter_class=formatter,
+    )
+    tokens_commands = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", parser_class=Parser)
+    query = tokens_commands.add_parser(
+        "query",
+        help="whether an app_auth_token works, for which app, since when, for which APIs",
+        description=textwrap.fill(
+            "Ask Alipay (token/app/query) about one app_auth_token: its status (valid or invalid), the "
+            "merchant app and user it stands for, the APIs it may call and the authorization period. "
+            "The status is the truth about whether the token works; auth_end and expires_in may disagree. "
+            "The token itself is never printed.",
+            width=100,
+        ),
+        epilog=_TOKENS_QUERY_EXIT_CODES,
+        formatter_class=formatter,
+    )
+    query.add_argument("--config", required=True, metavar="FILE", help="the configuration JSON")
+    query.add_argument(
+        "--app-auth-token",
+        required=True,
+        metavar="T",
+        help="the token to ask about; - reads it from stdin (keeps it out of the process list)",
+    )
+    query.add_argument("--json", action="store_true", help="print the answer as JSON")
+    query.add_argument(
+        "--encrypt", action="store_true", help="ask for an AES-encrypted answer (needs encrypt_key)"
+    )
+    query.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="S",
+        help="seconds to wait for the connection and for the answer (default: 3.05 and 10)",
+    )
+    query.set_defaults(handler=_tokens_query)
+    tokens.set_defaults(handler=lambda args: _usage(tokens))
     parser.set_defaults(handler=lambda args: _usage(parser))
     return parser
 
@@ -319,18 +374,8 @@ def _call(args: argparse.Namespace) -> int:
         raise _Failure(EXIT_CONFIG, "PATH must start with '/', e.g. /v3/alipay/open/auth/token/app.")
     if "?" in args.path and query:
         raise _Failure(EXIT_CONFIG, "give the query either in PATH or with --query, not both.")
-    try:
-        config = AlipayConfig.from_file(args.config)
-    except ConfigError as exc:
-        raise _Failure(EXIT_CONFIG, _config_message(exc, args.config)) from None
-    if args.encrypt and config.aes is None:
-        raise _Failure(
-            EXIT_CONFIG,
-            f"--encrypt needs encrypt_key (the AES key from the console) in {args.config}.",
-        )
-    client = (
-        AlipayClient(config, timeout=(args.timeout, args.timeout)) if args.timeout else AlipayClient(config)
-    )
+    config = _load_config(args)
+    client = _client(config, args)
     try:
         response = client.call(
             args.method,
@@ -370,6 +415,25 @@ def _write_private(path: Path, text: str) -> None:
         ) from None
 
 
+def _load_config(args: argparse.Namespace) -> AlipayConfig:
+    try:
+        config = AlipayConfig.from_file(args.config)
+    except ConfigError as exc:
+        raise _Failure(EXIT_CONFIG, _config_message(exc, args.config)) from None
+    if args.encrypt and config.aes is None:
+        raise _Failure(
+            EXIT_CONFIG,
+            f"--encrypt needs encrypt_key (the AES key from the console) in {args.config}.",
+        )
+    return config
+
+
+def _client(config: AlipayConfig, args: argparse.Namespace) -> AlipayClient:
+    if args.timeout:
+        return AlipayClient(config, timeout=(args.timeout, args.timeout))
+    return AlipayClient(config)
+
+
 def _config_message(exc: ConfigError, path: str) -> str:
     return (
         f"configuration problem in {path}: {exc.message}. Run `alipay-v3 keys check --config {path}` for "
@@ -396,6 +460,16 @@ _API_HINTS = {
     "invalid-timestamp": "the request timestamp was refused: check this machine's clock",
     "illegal-timestamp": "the request timestamp was refused: check this machine's clock",
     "insufficient-isv-permissions": "the app lacks the permission (product) for this API in the console",
+    # The query API's codes (protocol notes section 8.6).
+    "AUTH_TOKEN_NOT_EXISTED": (
+        "Alipay holds no such app_auth_token: it was never issued on this gateway, or is gone for good; "
+        "the merchant has to authorize the app again"
+    ),
+    "AUTH_TOKEN_NOT_CONSISTENT": (
+        "the token was granted to another app than app_id: ask with that app's configuration"
+    ),
+    "APP_NOT_ISV": "app_id is not a third-party (ISV) app; only ISV apps hold merchants' authorizations",
+    "ILLEGAL_PARAM": "Alipay refused a parameter: check that the token was copied whole",
 }
 
 
@@ -458,7 +532,74 @@ def _explain(exc: AlipayError, config: AlipayConfig, path: str) -> tuple[int, st
         return EXIT_RESPONSE, f"the verified response does not have the documented shape: {exc.message}."
     if isinstance(exc, ConfigError) or exc.code == "invalid-config":
         return EXIT_CONFIG, f"configuration problem in {path}: {exc.message}."
+    if exc.code == "invalid-argument":  # refused before anything was sent
+        return EXIT_CONFIG, f"{exc.message}; nothing was sent."
     return EXIT_RESPONSE, f"the call failed: [{exc.code}] {exc.message}."
+
+
+# --- tokens query -------------------------------------------------------------------------------
+
+
+def _read_token(value: str) -> str:
+    if value != "-":
+        return value
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise _Failure(EXIT_CONFIG, "--app-auth-token - reads the token from stdin, which gave none.")
+    return token
+
+
+def _china_time_text(timestamp: int | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, CHINA_TIME).isoformat(sep=" ")
+
+
+def _authorization_fields(authorization: AppAuthorization, token: str) -> dict[str, Any]:
+    """The answer as JSON: times in ISO 8601 with their +08:00 offset, the token masked."""
+    return {
+        "app_auth_token": mask(token),
+        "status": authorization.status.value,
+        "valid": authorization.valid,
+        "auth_app_id": authorization.auth_app_id,
+        "user_id": authorization.user_id,
+        "auth_methods": list(authorization.auth_methods),
+        "auth_start": _china_time_text(authorization.auth_start),
+        "auth_end": _china_time_text(authorization.auth_end),
+        "expires_in": authorization.expires_in,
+        "is_by_app_auth": authorization.is_by_app_auth,
+        "trace_id": authorization.trace_id,
+    }
+
+
+def _render_authorization(fields: Mapping[str, Any]) -> str:
+    def text(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, list):
+            return ", ".join(value) or "(none)"
+        return str(value)
+
+    width = max(len(name) for name in fields)
+    return "\n".join(f"{name.ljust(width)}  {text(value)}" for name, value in fields.items())
+
+
+def _tokens_query(args: argparse.Namespace) -> int:
+    token = _read_token(args.app_auth_token)
+    args.secrets = [*args.secrets, token]
+    config = _load_config(args)
+    client = _client(config, args)
+    try:
+        authorization = TokenApi(client).query(token, encrypt=args.encrypt)
+    except AlipayError as exc:
+        raise _Failure(*_explain(exc, config, args.config)) from None
+    finally:
+        client.session.close()
+    fields = _authorization_fields(authorization, token)
+    print(json.dumps(fields, indent=2, ensure_ascii=False) if args.json else _render_authorization(fields))
+    return EXIT_OK if authorization.valid else EXIT_TOKEN_INVALID
 
 
 # --- keys check ---------------------------------------------------------------------------------

@@ -249,12 +249,15 @@ class AlipayClient:
             )
         except requests.RequestException as exc:
             reached = _request_reached_server(exc)
+            # requests' messages quote the URL, and a query string may carry a token
+            # (token/app/query?app_auth_token=…): then the cause stays out of every traceback.
+            cause = None if "?" in url else exc
             raise TransportError(
                 f"{method} {path} failed before a response arrived ({type(exc).__name__})"
                 + ("; Alipay may have processed it" if reached else "; the request was not sent"),
                 request_sent=reached,
                 timed_out=isinstance(exc, requests.ReadTimeout),
-            ) from exc
+            ) from cause
         logger.debug(
             "%s %s -> %d in %.0f ms (trace id %s)",
             method,

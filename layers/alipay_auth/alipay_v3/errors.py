@@ -11,24 +11,41 @@ from typing import Any
 
 # The authorization code is spent or never existed: only a new authorization by the merchant helps.
 CODE_SPENT_CODES = frozenset({"AUTH_CODE_NOT_EXIST", "AUTH_CODE_NOT_VALID"})
-# Business codes after which the grant itself is spent: retrying with the same code or
-# refresh token can never succeed, only a new authorization by the merchant can.
-DEAD_GRANT_CODES = CODE_SPENT_CODES | {
-    "REFRESH_TOKEN_NOT_EXIST",
-    "REFRESH_TOKEN_NOT_VALID",
-    "REFRESH_TOKEN_TIME_OUT",
-    "AUTH_TOKEN_NOT_FOUND",
-    "invalid-app-auth-token",
-    "app-auth-token-time-out",
-}
+# The query API's word that Alipay holds no such app_auth_token (…QueryErrorResponseModel,
+# protocol notes section 8.6): with ``status: invalid``, the only ground for declaring a merchant
+# dead (section 8.1: the query's answer is the truth about a token).
+TOKEN_GONE_CODES = frozenset({"AUTH_TOKEN_NOT_EXISTED"})
+# Business codes after which the grant itself is spent: retrying with the same code, refresh
+# token or app_auth_token can never succeed, only a new authorization by the merchant can.
+DEAD_GRANT_CODES = (
+    CODE_SPENT_CODES
+    | TOKEN_GONE_CODES
+    | {
+        "REFRESH_TOKEN_NOT_EXIST",
+        "REFRESH_TOKEN_NOT_VALID",
+        "REFRESH_TOKEN_TIME_OUT",
+        "AUTH_TOKEN_NOT_FOUND",
+        "invalid-app-auth-token",
+        "app-auth-token-time-out",
+    }
+)
 # Our own configuration is at fault (app id, keys, certificates, the app's role), not any merchant's
 # grant: "授权令牌授予的应用AppId与当前应用AppId不一致 — 确认授权令牌和应用标识是否正确" for
 # APP_ID_NOT_CONSISTENT (docs/alipay-v3-protocol.md section 8.5); the others are the gateway's
 # refusals of the caller (section 8.6 for APP_NOT_ISV).
+# The query API's two other refusals (section 8.6) count here too. AUTH_TOKEN_NOT_CONSISTENT is the
+# query's APP_ID_NOT_CONSISTENT: the token belongs to another app than the one calling, so we asked
+# with the wrong app (or mixed up two apps' tokens); the grant still works for its own app.
+# ILLEGAL_PARAM could be read as a fact about one token, but the only parameter is a token Alipay
+# issued, which we send verbatim after checking its shape: if Alipay calls it illegal, the request
+# we build is at fault. And section 8.1 makes invalid/AUTH_TOKEN_NOT_EXISTED the only grounds for
+# declaring a merchant dead, so a doubtful code must not count as a dead grant.
 CONFIGURATION_CODES = frozenset(
     {
         "APP_ID_NOT_CONSISTENT",
         "APP_NOT_ISV",
+        "AUTH_TOKEN_NOT_CONSISTENT",
+        "ILLEGAL_PARAM",
         "invalid-app-id",
         "invalid-signature",
         "app-cert-not-exist",
@@ -37,6 +54,10 @@ CONFIGURATION_CODES = frozenset(
         "insufficient-isv-permissions",
     }
 )
+# Business codes that say Alipay failed, not the request: SYSTEM_ERROR (the query API's
+# …QueryErrorResponseModel, section 8.6). The HTTP status of business errors is not documented
+# (section 8.9), so the code decides, not only a 5xx.
+RETRYABLE_CODES = frozenset({"SYSTEM_ERROR"})
 
 
 class AlipayError(Exception):
@@ -138,7 +159,7 @@ class AlipayApiError(AlipayError):
             f"Alipay answered HTTP {http_status}: {message}"
             + (f" (trace id {trace_id})" if trace_id else ""),
             code=code,
-            retryable=http_status >= 500 or http_status == 429,
+            retryable=http_status >= 500 or http_status == 429 or code in RETRYABLE_CODES,
         )
         self.alipay_message = message
         self.http_status = http_status
@@ -148,8 +169,13 @@ class AlipayApiError(AlipayError):
 
     @property
     def grant_dead(self) -> bool:
-        """True when the code or refresh token used is spent for good."""
+        """True when the code, refresh token or app_auth_token used is spent for good."""
         return self.code in DEAD_GRANT_CODES
+
+    @property
+    def token_gone(self) -> bool:
+        """True when the query API says Alipay holds no such app_auth_token (never issued, or dropped)."""
+        return self.code in TOKEN_GONE_CODES
 
     @property
     def code_spent(self) -> bool:

@@ -128,9 +128,6 @@ def build_container(
     flow = FlowStore(table, clock=clock)
     secrets = SecretSource(clients.deferred("secretsmanager"), settings)
     publisher = EventPublisher(clients.deferred("events"), settings.event_bus_name, clock=clock)
-    grants = Grants(store, publisher)
-    replay = ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher)
-    replayer = Replayer(replay, grants, isv_app_id=lambda: secrets.alipay_config().app_id)
 
     def new_token_api(session: requests.Session | None = None) -> TokenApi:
         client = AlipayClient(
@@ -143,6 +140,9 @@ def build_container(
         return wrap_token_api(api) if wrap_token_api else api
 
     get_token_api = _once(new_token_api)
+    grants = Grants(store, publisher, query=lambda token: get_token_api().query(token))
+    replay = ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher)
+    replayer = Replayer(replay, grants, isv_app_id=lambda: secrets.alipay_config().app_id)
     get_signer = _once(lambda: StateSigner(secrets.state_key(), clock=clock))
 
     authorization = AuthorizationService(

@@ -50,6 +50,14 @@ class StorageError(AppAuthError):
     retryable = True
 
 
+class AlipayUnavailable(AppAuthError):
+    """Alipay could not answer a question a decision depends on: the decision waits (the caller
+    tries again later, as Alipay does with a notification answered ``fail``)."""
+
+    code = "alipay-unavailable"
+    retryable = True
+
+
 class EncryptionError(AppAuthError):
     """A sealed field could not be opened: wrong key, wrong item, or tampering."""
 

@@ -23,6 +23,7 @@ RECOVERED = "Token Refresh Recovered"
 NEEDS_REAUTHORIZATION = "Reauthorization Needed"
 REFERENCE_CHANGED = "Authorization Reference Changed"
 QUARANTINED = "Token Quarantined"
+ROTATION_UNAVAILABLE = "Token Rotation Unavailable"
 CONFIGURATION_ERROR = "Configuration Error"
 # Any other verified message to the app gateway: the ISV's own subscriptions, passed on as they came.
 MESSAGE_RECEIVED = "Alipay Message Received"
@@ -41,6 +42,7 @@ _ALLOWED_DETAIL = frozenset(
         "error_code",
         "at",
         "via",
+        "reauthorized",  # a grant that replaced a stored one (the merchant authorized again)
         "method",  # Alipay's msg_method or notify_type
         "notify_id",
         "biz_content",  # of messages that are not ours (never an authorization's, which holds tokens)

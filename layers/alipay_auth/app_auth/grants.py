@@ -4,8 +4,11 @@ token Alipay issued replaces what is stored, which ISV reference it carries, and
 Each route has its own reason to hold back (``_RouteRule``, asked again after a lost race):
 
 * the callback brought the token the merchant just authorized: it always replaces;
-* a notification is retried by Alipay for hours, so it never overwrites a live token, nor anything
-  we changed after it was sent (a cancellation, say), nor brings back the pair we hold;
+* a notification replaces what is stored when Alipay's facts say its grant is newer: its
+  ``auth_time`` against the time of what we hold (the pair's, or the change that ended it), and,
+  inside the margin two clocks may disagree by or without a time, Alipay's query (does this token
+  work?). Alipay retries a notification for hours: a late one never brings back the pair we hold,
+  nor the one we replaced, nor undoes a cancellation made after its grant;
 * a replayed (parked) result never rolls back a token obtained later, nor undoes a revocation
   made after it.
 
@@ -17,14 +20,22 @@ The due time and grace window come from the store's ``RotationSchedule``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from alipay_v3 import AppToken
+from alipay_v3 import AlipayApiError, AlipayError, AppAuthorization, AppToken
 
 from . import events
 from .crypto import DataKey
-from .token_store import ACTIVE, REVOKED, TokenRecord, TokenStore, token_digest
+from .errors import AlipayUnavailable
+from .token_store import REVOKED, SERVED, TokenRecord, TokenStore, token_digest
+
+# How far Alipay's clock (auth_time) and ours (when we stored a pair) may disagree before the times
+# alone decide which grant is newer; inside it, Alipay's query does. No source pins the agreement.
+CLOCK_MARGIN_SECONDS = 300.0
+
+Query = Callable[[str], AppAuthorization]  # TokenApi.query: Alipay's word on one app_auth_token
 
 
 class Route(StrEnum):
@@ -34,9 +45,12 @@ class Route(StrEnum):
 
 
 class Grants:
-    def __init__(self, store: TokenStore, publisher: events.EventPublisher) -> None:
+    def __init__(
+        self, store: TokenStore, publisher: events.EventPublisher, query: Query | None = None
+    ) -> None:
         self._store = store
         self._publisher = publisher
+        self._query = query  # without it, a notification whose facts are unclear is held back
 
     def reserve_seal(self) -> DataKey:
         """A data key for the tokens to come (see ``record``)."""
@@ -49,14 +63,16 @@ class Grants:
         via: Route,
         isv_app_id: str,
         isv_ref: str | None = None,
-        sent_at: float | None = None,
+        granted_at: float | None = None,
         key: DataKey | None = None,
     ) -> TokenRecord | None:
         """Store ``token`` unless what is stored supersedes it; None when it was held back.
 
-        ``sent_at`` is when Alipay sent a notification (None: unknown, which holds it back);
-        ``key``, a data key reserved before Alipay was asked (``TokenStore.reserve_seal``)."""
-        rule = _RouteRule(token, via, isv_ref, sent_at)
+        ``granted_at`` is when Alipay says the merchant granted it (a notification's ``auth_time``;
+        None: unknown, so Alipay's query decides); ``key``, a data key reserved before Alipay was
+        asked (``TokenStore.reserve_seal``). ``AlipayUnavailable`` when the query was needed and
+        failed: nothing is decided on a guess."""
+        rule = _RouteRule(token, via, isv_ref, granted_at, self._query)
         record = self._store.save_authorization(token, isv_app_id=isv_app_id, admission=rule, key=key)
         if record is None:
             return None
@@ -67,6 +83,7 @@ class Grants:
             user_id=token.user_id,
             isv_ref=record.isv_ref,
             via=via.value,
+            reauthorized=rule.decided_on is not None,
         )
         previous_ref = rule.decided_on.isv_ref if rule.decided_on else None
         if previous_ref is not None and record.isv_ref != previous_ref:
@@ -87,22 +104,51 @@ class _RouteRule:
     token: AppToken
     via: Route
     ref: str | None
-    sent_at: float | None
+    granted_at: float | None
+    query: Query | None
     decided_on: TokenRecord | None = None
+    _works: bool | None = None  # Alipay's query answer, asked at most once
 
     def supersedes(self, existing: TokenRecord) -> bool:
         if self.via is Route.CALLBACK:
             return True
-        if existing.token_digest == token_digest(self.token.app_auth_token):
-            return False  # the pair we hold (perhaps revoked since): nothing new to record or announce
+        digest = token_digest(self.token.app_auth_token)
+        if digest in (existing.token_digest, existing.previous_token_digest):
+            return False  # the pair we hold (perhaps revoked since), or the one it replaced
         if self.via is Route.NOTIFICATION:
-            return (
-                existing.status != ACTIVE and self.sent_at is not None and self.sent_at > existing.updated_at
-            )
+            # What we hold dates from its pair; what ended it (a cancellation, a dead grant), from then
+            since = existing.obtained_at if existing.status in SERVED else existing.updated_at
+            return self._granted_after(since)
         return not (
             existing.obtained_at >= self.token.obtained_at
             or (existing.status == REVOKED and existing.updated_at >= self.token.obtained_at)
         )
+
+    def _granted_after(self, since: float) -> bool:
+        if self.granted_at is not None:
+            if self.granted_at > since + CLOCK_MARGIN_SECONDS:
+                return True
+            if self.granted_at < since - CLOCK_MARGIN_SECONDS:
+                return False
+        return self._alipay_says_it_works()
+
+    def _alipay_says_it_works(self) -> bool:
+        """Alipay's query decides: the token a notification brings works only if it is the newest
+        grant (a re-authorization replaces the token, docs/alipay-v3-protocol.md section 8.2)."""
+        if self.query is None:
+            return False
+        if self._works is None:
+            try:
+                self._works = self.query(self.token.app_auth_token).valid
+            except AlipayApiError as exc:
+                if not (exc.token_gone and exc.verified):
+                    raise AlipayUnavailable(
+                        f"Alipay could not say whether the token works ({exc.code})"
+                    ) from exc
+                self._works = False
+            except AlipayError as exc:
+                raise AlipayUnavailable(f"Alipay could not say whether the token works ({exc.code})") from exc
+        return self._works
 
     def isv_ref(self, existing: TokenRecord | None) -> str | None:
         """The route's reference, or the stored one when the route brings none (a notification never

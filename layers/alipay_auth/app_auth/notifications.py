@@ -4,8 +4,9 @@ Two kinds matter here:
 
 * ``open_app_auth_notify`` (status ``execute_auth``): a merchant authorized the app. It carries the
   tokens, so it fills in an authorization whose callback never arrived (the merchant closed the
-  tab). It never overwrites a live token: notifications are retried for hours, and by then the
-  refresher may have rotated the pair the notification carries.
+  tab), and it is how a re-authorization started from Alipay's console reaches us at all. Grants
+  decides by its ``auth_time`` (and Alipay's query) whether it is newer than what is stored:
+  notifications are retried for hours, and a late one must not roll a token back.
 * ``alipay.open.auth.appauth.cancelled``: the merchant withdrew the authorization: the token is
   marked revoked and leaves the rotation schedule - unless the stored authorization is newer than
   the cancellation (the merchant authorized again; a late or replayed cancellation changes nothing).
@@ -85,7 +86,7 @@ class NotificationService:
         kind = params.get("msg_method") or params.get("notify_type") or "unknown"
         biz = _biz_content(params)
         if kind == AUTH_NOTIFY:
-            self._authorized(biz, config.app_id, _notify_time(params))
+            self._authorized(biz, config.app_id)
         elif kind == CANCELLED:
             self._cancelled(biz, config.app_id, _cancelled_at(params))
         else:
@@ -93,14 +94,23 @@ class NotificationService:
         self.flow.remember_notification(notify_id, kind=kind, ttl_seconds=_SEEN_TTL_SECONDS)
         return ACKNOWLEDGED
 
-    def _authorized(self, biz: Mapping[str, Any], isv_app_id: str, sent_at: float | None) -> None:
+    def _authorized(self, biz: Mapping[str, Any], isv_app_id: str) -> None:
         detail = biz.get("detail")
         if not isinstance(detail, Mapping) or not detail.get("auth_app_id"):
             raise InvalidRequest(
                 "the authorization notification has no detail.auth_app_id", code="malformed-notification"
             )
-        token = AppToken.from_fields(detail, obtained_at=self.clock())
-        self.grants.record(token, via=Route.NOTIFICATION, isv_app_id=isv_app_id, sent_at=sent_at)
+        granted_at = _china_time(detail.get("auth_time"))
+        # The refresh token's life runs from the grant, not from a late delivery of its news
+        obtained_at = min(granted_at, self.clock()) if granted_at is not None else self.clock()
+        try:
+            token = AppToken.from_fields(detail, obtained_at=obtained_at)
+        except AlipayError as exc:  # signed by Alipay, yet not a grant we can read
+            raise InvalidRequest(
+                f"the authorization notification's detail is malformed ({exc.code})",
+                code="malformed-notification",
+            ) from exc
+        self.grants.record(token, via=Route.NOTIFICATION, isv_app_id=isv_app_id, granted_at=granted_at)
 
     def _cancelled(self, biz: Mapping[str, Any], isv_app_id: str, cancelled_at: float) -> None:
         auth_app_id = biz.get("auth_app_id")
@@ -143,15 +153,14 @@ def _cancelled_at(params: Mapping[str, str]) -> float:
     return int(params["utc_timestamp"]) / 1000
 
 
-def _notify_time(params: Mapping[str, str]) -> float | None:
-    """``notify_time`` is China time, ``YYYY-MM-DD HH:MM:SS``; cancellations carry ``utc_timestamp`` (ms)."""
-    if params.get("utc_timestamp", "").isdigit():
-        return int(params["utc_timestamp"]) / 1000
+def _china_time(value: Any) -> float | None:
+    """``auth_time`` is China time, ``YYYY-MM-DD HH:MM:SS`` (docs/alipay-v3-protocol.md section 8.7);
+    None when absent or unreadable: then Alipay's query decides."""
     try:
-        sent = dt.datetime.strptime(params.get("notify_time", ""), "%Y-%m-%d %H:%M:%S")
+        moment = dt.datetime.strptime(str(value or ""), "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
-    return sent.replace(tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
+    return moment.replace(tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
 
 
 def _biz_content(params: Mapping[str, str]) -> dict[str, Any]:

@@ -81,8 +81,8 @@ class Operations:
         before = self.store.get_token(auth_app_id)
         if before.status not in SERVED:
             raise InvalidRequest(
-                f"merchant app {auth_app_id} is {before.status}; only an active or quarantined token can "
-                "be refreshed (the merchant must authorize again)",
+                f"merchant app {auth_app_id} is {before.status}; only a token still served can be "
+                "refreshed (the merchant must authorize again)",
                 code="not-active",
             )
         outcome = self.container.refresher.refresh_one(auth_app_id, force=True)

@@ -730,6 +730,20 @@ _REFRESH_ANSWERS = {
         EXIT_FAILED,
         "Alipay says the grant is dead: the merchant must authorize again (link create)",
     ),
+    refresh.ROTATION_UNAVAILABLE: (
+        EXIT_FAILED,
+        "the refresh token is dead but Alipay says the token works: it is served and no longer rotated; "
+        "a new authorization (link create) makes it rotate again",
+    ),
+    refresh.QUARANTINED: (
+        EXIT_FAILED,
+        "the refresh failed once more: the token stays quarantined (served, not retried); see last error",
+    ),
+    refresh.PARKED: (
+        EXIT_FAILED,
+        "Alipay rotated it but the table refused the new pair: it waits on the replay queue (replay)",
+    ),
+    refresh.DEFERRED: (EXIT_NOT_NOW, "not started: too little time left; try again"),
 }
 
 

@@ -50,7 +50,7 @@ from .run_lease import RunLease
 from .schedule import DAY
 from .settings import Settings
 from .table import ConditionFailed
-from .token_store import TokenRecord, TokenStore, token_digest
+from .token_store import TokenPair, TokenRecord, TokenStatus, TokenStore, token_digest
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,27 @@ class RefreshOutcome(StrEnum):
     DEFERRED = "deferred"  # not started for lack of time: its lease given back, the next run takes it
     PARKED = "parked"  # Alipay rotated it, storing failed: the new pair waits sealed on the replay queue
     QUARANTINED = "quarantined"  # failed ``quarantine_after`` times: served while valid, not retried
+    # The refresh token is dead, and Alipay's query says the token still works: served, not rotated
+    ROTATION_UNAVAILABLE = "rotation_unavailable"
 
 
-REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH, DEFERRED, PARKED, QUARANTINED = RefreshOutcome
+REFRESHED, RACED, SKIPPED, FAILED, NEEDS_REAUTH, DEFERRED, PARKED, QUARANTINED, ROTATION_UNAVAILABLE = (
+    RefreshOutcome
+)
+# A token that leaves the rotation schedule: its event (sent once: it leaves once), outcome, log text.
+_LEFT_SCHEDULE = {
+    TokenStatus.NEEDS_REAUTH: (events.NEEDS_REAUTHORIZATION, NEEDS_REAUTH, "needs re-authorization"),
+    TokenStatus.QUARANTINED: (
+        events.QUARANTINED,
+        QUARANTINED,
+        "is quarantined after repeated failed refreshes",
+    ),
+    TokenStatus.ROTATION_UNAVAILABLE: (
+        events.ROTATION_UNAVAILABLE,
+        ROTATION_UNAVAILABLE,
+        "can no longer be rotated (its refresh token is dead); Alipay says its token still works",
+    ),
+}
 _COMMIT_ATTEMPTS = 3  # the fenced write after Alipay rotated: Alipay's side is done, ours must follow
 
 
@@ -202,18 +220,23 @@ class RefreshService:
             pair = self.store.open_current(record)
             key = self.store.reserve_seal()  # now: after Alipay rotates, sealing must not need KMS
         except AppAuthError as exc:  # KMS or a sealed value that does not open: this token backs off
-            return self._failed(record, exc.code, sink, dead=False)
+            return self._failed(record, exc.code, sink)
         try:
             grant = self.token_api().refresh(pair.app_refresh_token)
         except AlipayApiError as exc:
             if exc.configuration_error:
                 # Every token would fail alike: the run stops, this one's lease lapses, none is marked.
                 raise ConfigurationRefused(exc.code) from exc
-            if exc.grant_dead and exc.verified and self._rotated_by_someone_else(record):
+            if not (exc.grant_dead and exc.verified):
+                return self._failed(record, exc.code, sink)
+            if self._rotated_by_someone_else(record):
                 return RACED
-            return self._failed(record, exc.code, sink, dead=exc.grant_dead and exc.verified)
+            if remaining_seconds is not None and self._time_is_short(remaining_seconds):
+                self.store.release_lease(record, self.owner)  # the query waits for the next run
+                return DEFERRED
+            return self._refresh_token_dead(record, pair, exc.code, sink)
         except AlipayError as exc:
-            return self._failed(record, exc.code, sink, dead=False)
+            return self._failed(record, exc.code, sink)
         token = next((t for t in grant.tokens if t.auth_app_id == auth_app_id), grant.primary)
         try:
             self._commit(record, token, key)
@@ -278,23 +301,48 @@ class RefreshService:
             return False
         return now.version > leased.version or now.token_digest != leased.token_digest
 
-    def _failed(
-        self, record: TokenRecord, error_code: str, sink: events.EventSink, *, dead: bool
+    def _refresh_token_dead(
+        self, record: TokenRecord, pair: TokenPair, error_code: str, sink: events.EventSink
     ) -> RefreshOutcome:
+        """A dead refresh token is not a dead grant: the token works until the merchant re-authorizes
+        or cancels (docs/alipay-v3-protocol.md section 8.1), and Alipay's query says which it is.
+        Only its word that the token is invalid, or gone, makes the merchant ``needs_reauth``; when
+        the query itself fails, the token backs off and is asked about again: never a guess."""
+        try:
+            answer = self.token_api().query(pair.app_auth_token)
+        except AlipayApiError as exc:
+            if exc.configuration_error:
+                raise ConfigurationRefused(exc.code) from exc
+            if exc.token_gone and exc.verified:
+                return self._failed(record, error_code, sink, leave_as=TokenStatus.NEEDS_REAUTH)
+            return self._failed(record, exc.code, sink)
+        except AlipayError as exc:
+            return self._failed(record, exc.code, sink)
+        if answer.auth_app_id != record.auth_app_id:  # not an answer about this token: ask again later
+            return self._failed(record, "query-answered-for-another-app", sink)
+        leave_as = TokenStatus.ROTATION_UNAVAILABLE if answer.valid else TokenStatus.NEEDS_REAUTH
+        return self._failed(record, error_code, sink, leave_as=leave_as)
+
+    def _failed(
+        self,
+        record: TokenRecord,
+        error_code: str,
+        sink: events.EventSink,
+        *,
+        leave_as: TokenStatus | None = None,
+    ) -> RefreshOutcome:
+        """Back off, or (``leave_as``, or after ``quarantine_after`` failures) leave the schedule."""
         retry_at = self._clock() + self.policy.backoff(record.failures + 1)
-        quarantine = not dead and record.failures + 1 >= self.policy.quarantine_after
+        if leave_as is None and record.failures + 1 >= self.policy.quarantine_after:
+            leave_as = TokenStatus.QUARANTINED
         try:
             self.store.record_refresh_failure(
-                record, self.owner, error=error_code, retry_at=retry_at, dead=dead, quarantine=quarantine
+                record, self.owner, error=error_code, retry_at=retry_at, leave_as=leave_as
             )
         except ConcurrentUpdate:
             return RACED
-        if quarantine or dead:
-            kind, outcome, why = (
-                (events.QUARANTINED, QUARANTINED, f"quarantined after {record.failures + 1} failed refreshes")
-                if quarantine
-                else (events.NEEDS_REAUTHORIZATION, NEEDS_REAUTH, "needs re-authorization")
-            )
+        if leave_as is not None:
+            kind, outcome, why = _LEFT_SCHEDULE[leave_as]
             logger.warning("merchant app %s %s (%s)", record.auth_app_id, why, error_code)
             sink.publish(kind, auth_app_id=record.auth_app_id, isv_ref=record.isv_ref, error_code=error_code)
             return outcome

@@ -53,20 +53,24 @@ _LISTED = (
     "previous_valid_until",
     "last_error",
     "token_digest",
+    "previous_token_digest",
     "failures",
 )
 
 
 class TokenStatus(StrEnum):
     ACTIVE = "active"
-    NEEDS_REAUTH = "needs_reauth"
+    NEEDS_REAUTH = "needs_reauth"  # Alipay says the token no longer works: only the merchant can help
     QUARANTINED = "quarantined"  # rotation failed too often: served while valid, no longer retried
+    # The refresh token is dead but Alipay says the token works (it lives until the merchant
+    # re-authorizes or cancels): served, never rotated again; a new authorization makes it active.
+    ROTATION_UNAVAILABLE = "rotation_unavailable"
     REVOKED = "revoked"
 
 
 ACTIVE, NEEDS_REAUTH, REVOKED = TokenStatus.ACTIVE, TokenStatus.NEEDS_REAUTH, TokenStatus.REVOKED
-QUARANTINED = TokenStatus.QUARANTINED
-SERVED = frozenset({ACTIVE, QUARANTINED})  # the statuses whose current token is handed out
+QUARANTINED, ROTATION_UNAVAILABLE = TokenStatus.QUARANTINED, TokenStatus.ROTATION_UNAVAILABLE
+SERVED = frozenset({ACTIVE, QUARANTINED, ROTATION_UNAVAILABLE})  # whose current token is handed out
 
 
 def token_pk(auth_app_id: str) -> str:
@@ -119,6 +123,8 @@ class TokenRecord:
     last_error: str | None
     token_digest: str
     failures: int
+    # The pair this one replaced: a late notification bringing it back is no news
+    previous_token_digest: str | None = None
     sealed: Sealed = field(default=Sealed(), repr=False, compare=False)
 
     @classmethod
@@ -151,6 +157,7 @@ class TokenRecord:
             last_error=values.get("last_error"),
             token_digest=values.get("token_digest", ""),
             failures=int(values.get("failures") or 0),
+            previous_token_digest=values.get("previous_token_digest"),
             sealed=Sealed(values.get("current"), values.get("previous")),
         )
 
@@ -327,6 +334,8 @@ class TokenStore:
                 values["version"] = version + 1
                 values["previous"] = existing["current"]
                 values["previous_valid_until"] = dec(now + self.schedule.previous_grace_seconds)
+                if record is not None and record.token_digest:
+                    values["previous_token_digest"] = record.token_digest
                 condition = {
                     "ConditionExpression": "#v = :v",
                     "ExpressionAttributeNames": {"#v": "version"},
@@ -457,9 +466,13 @@ class TokenStore:
     ) -> TokenRecord:
         """Take the item for one refresh. Raises ``ConcurrentUpdate`` when it is not due (any more),
         not active, or leased by a live holder: in each case there is nothing for this caller to do.
-        ``force`` (an operator's refresh) takes it whether due or not, quarantined too."""
+        ``force`` (an operator's refresh) takes any served token, whether due or not."""
         now = self._clock()
-        status = "(#s = :active OR #s = :quarantined)" if force else "#s = :active AND due_at <= :now"
+        if force:
+            wanted = {f":served{n}": {"S": status.value} for n, status in enumerate(sorted(SERVED))}
+            status = "(" + " OR ".join(f"#s = {name}" for name in wanted) + ")"
+        else:
+            wanted, status = {":active": {"S": ACTIVE.value}}, "#s = :active AND due_at <= :now"
         condition = status + " AND (attribute_not_exists(lease_until) OR lease_until < :now)"
         result = self._table.call(
             "update_item",
@@ -468,11 +481,10 @@ class TokenStore:
             ConditionExpression=condition,
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={
-                ":active": {"S": ACTIVE.value},
                 ":now": {"N": num(now)},
                 ":owner": {"S": owner},
                 ":until": {"N": num(now + lease_seconds)},
-                **({":quarantined": {"S": QUARANTINED.value}} if force else {}),
+                **wanted,
             },
             ReturnValues="ALL_NEW",
         )
@@ -503,6 +515,7 @@ class TokenStore:
                 "N": num(self.schedule.next_due(token.obtained_at, token.re_expires_in, token.auth_app_id))
             },
             ":digest": {"S": token_digest(token.app_auth_token)},
+            ":previous_digest": {"S": record.token_digest},
             ":now": {"N": num(now)},
             ":zero": {"N": "0"},
             ":active": {"S": ACTIVE.value},
@@ -510,7 +523,8 @@ class TokenStore:
         }
         update = (
             "SET #v = :next, #cur = :current, previous = :previous, previous_valid_until = :grace, "
-            "obtained_at = :obtained, due_at = :due, token_digest = :digest, updated_at = :now, "
+            "obtained_at = :obtained, due_at = :due, token_digest = :digest, "
+            "previous_token_digest = :previous_digest, updated_at = :now, "
             "refreshed_at = :now, failures = :zero, #s = :active, due_shard = :shard"
         )
         removed = "lease_owner, lease_until, last_error"
@@ -550,11 +564,13 @@ class TokenStore:
         *,
         error: str,
         retry_at: float,
-        dead: bool,
-        quarantine: bool = False,
+        leave_as: TokenStatus | None = None,
     ) -> TokenRecord:
-        """A failed refresh: back off (``retry_at``), or leave the schedule: for good for a dead
-        grant, until an operator's refresh for a ``quarantine`` (the token is still served)."""
+        """A failed refresh: back off (``retry_at``), or leave the schedule ``leave_as``:
+        ``needs_reauth`` for good (the grant is dead); ``rotation_unavailable`` (the refresh token is
+        dead, the token still works) and ``quarantined`` (failed too often) still served, the latter
+        until an operator's refresh succeeds. The first two no longer count for the earliest refresh
+        token expiry: their refresh token is past use."""
         values: dict[str, Any] = {
             ":v": {"N": str(record.version)},
             ":owner": {"S": owner},
@@ -562,25 +578,27 @@ class TokenStore:
             ":now": {"N": num(self._clock())},
             ":one": {"N": "1"},
         }
-        if dead or quarantine:
-            update = (
-                "SET #s = :status, last_error = :error, updated_at = :now, #v = #v + :one"
-                + ("" if dead else ", failures = failures + :one")
-                + " REMOVE due_shard, due_at, lease_owner, lease_until"
-                + (", expiry_shard" if dead else "")  # quarantined: served, so still watched
-            )
-            values[":status"] = {"S": (NEEDS_REAUTH if dead else QUARANTINED).value}
-        else:
+        names = {"#v": "version"}
+        if leave_as is None:
             update = (
                 "SET due_at = :retry, last_error = :error, updated_at = :now, failures = failures + :one "
                 "REMOVE lease_owner, lease_until"
             )
             values[":retry"] = {"N": num(retry_at)}
+        else:
+            update = (
+                "SET #s = :status, last_error = :error, updated_at = :now, #v = #v + :one"
+                + (", failures = failures + :one" if leave_as is QUARANTINED else "")
+                + " REMOVE due_shard, due_at, lease_owner, lease_until"
+                + ("" if leave_as is QUARANTINED else ", expiry_shard")
+            )
+            values[":status"] = {"S": leave_as.value}
+            names["#s"] = "status"
         result = self._table.call(
             "update_item",
             **self._fenced(record),
             UpdateExpression=update,
-            ExpressionAttributeNames={"#v": "version", **({"#s": "status"} if dead or quarantine else {})},
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
