@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from app_auth.container import get_container
 from app_auth.refresh import RefreshOutcome
+from app_auth.verification import Verified
 
 logger = Logger(service="alipay-app-auth")
 # The layer logs through the standard library: give it this function's JSON format and level.
@@ -52,6 +53,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         ("TokensReplaySuperseded", summary.replay_superseded),
         ("ReplayFailures", summary.replay_failed),
         ("AlipayThrottled", summary.alipay_throttled),
+        # This run's slice of the verification: tokens Alipay says work, and those it says do not
+        ("TokensVerified", summary.verified.get(Verified.VALID, 0)),
+        ("TokensFoundInvalid", summary.verified.get(Verified.INVALID, 0)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
     if summary.refresh_token_days_left is not None:  # no served token, or the table could not say

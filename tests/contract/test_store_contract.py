@@ -10,14 +10,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from alipay_v3 import AppToken
+from alipay_v3 import AppAuthorization, AppToken
+from alipay_v3.token_api import AuthorizationStatus
 from app_auth.crypto import EnvelopeCipher
 from app_auth.errors import ConcurrentUpdate, NotFound
 from app_auth.flow_store import ClaimStatus, FlowStore
 from app_auth.run_lease import RunLease
 from app_auth.schedule import RotationSchedule
 from app_auth.table import ConditionFailed, Table
-from app_auth.token_store import ACTIVE, NEEDS_REAUTH, QUARANTINED, REVOKED, Replace, TokenStore, token_pk
+from app_auth.token_store import (
+    ACTIVE,
+    NEEDS_REAUTH,
+    QUARANTINED,
+    REVOKED,
+    Replace,
+    TokenStore,
+    token_digest,
+    token_pk,
+)
 from sandbox.table import table_definition_from_template
 from tests.fakes.clock import Clock
 from tests.fakes.dynamodb import FakeDynamoDB
@@ -398,3 +408,54 @@ def test_a_cancellation_revokes_only_a_token_obtained_before_it(store: TokenStor
     assert revoked is not None and revoked.status == REVOKED
     with pytest.raises(NotFound):
         store.revoke_if_obtained_before("2088-none", "x", clock.now)
+
+
+def test_verification_slices_cover_every_served_token_once(store: TokenStore) -> None:
+    # Given served tokens, and others no longer served
+    apps = [f"2088S{n:02d}" for n in range(20)]
+    for app in apps:
+        store.save_authorization(token(app), isv_app_id="isv")
+    store.mark_revoked(apps[0], "cancelled")
+    # When the table is read slice by slice  Then every served token comes once, no other
+    slices = [list(store.served_app_ids(n, 3)) for n in range(3)]
+    assert sorted(app for part in slices for app in part) == apps[1:]
+
+
+def test_a_check_is_kept_only_for_the_token_it_was_about(store: TokenStore, clock: Clock) -> None:
+    store.save_authorization(token(), isv_app_id="isv")
+    answer = AppAuthorization(
+        "2088A", "2088U", AuthorizationStatus.VALID, ("alipay.trade.pay",), 100, 200, None, True
+    )
+    assert store.record_check("2088A", "tok-2088A-1", answer)
+    kept = store.get_token("2088A")
+    assert (kept.auth_methods, kept.auth_start, kept.auth_end, kept.is_by_app_auth, kept.checked_status) == (
+        ("alipay.trade.pay",),
+        100,
+        200,
+        True,
+        "valid",
+    )
+    assert not store.record_check("2088A", "tok-2088A-0", answer)  # an older token's answer
+    assert store.mark_needs_reauth_if_current("2088A", "not-its-digest", "token-invalid") is None
+    dead = store.mark_needs_reauth_if_current("2088A", token_digest("tok-2088A-1"), "token-invalid")
+    assert dead is not None and (dead.status, dead.due_at) == (NEEDS_REAUTH, None)
+    assert store.mark_needs_reauth_if_current("2088A", token_digest("tok-2088A-1"), "again") is None
+
+
+def test_claims_references_and_invitation_numbers(store: TokenStore, clock: Clock) -> None:
+    # Given an authorization that came with no reference, from an invitation numbered INV-7
+    store.save_authorization(token(), isv_app_id="isv", out_biz_no="INV-7")
+    store.save_authorization(token("2088B"), isv_app_id="isv", admission=Replace("shop-b"))
+    assert [r.auth_app_id for r in store.list_tokens(unclaimed=True)] == ["2088A"]
+    # When the operator ties it to a customer  Then it is claimed, once
+    claimed = store.claim("2088A", "shop-a")
+    assert claimed is not None and claimed.isv_ref == "shop-a"
+    assert store.claim("2088A", "shop-z") is None
+    assert list(store.list_tokens(unclaimed=True)) == []
+    with pytest.raises(NotFound):
+        store.claim("2088-none", "x")
+    # And a later grant by a link of another customer keeps the invitation and the old reference
+    clock.advance(10)
+    again = store.save_authorization(token(n=2, at=clock.now), isv_app_id="isv", admission=Replace("shop-q"))
+    assert again is not None
+    assert (again.isv_ref, again.previous_isv_ref, again.out_biz_no) == ("shop-q", "shop-a", "INV-7")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import zlib
 from decimal import Decimal
 from typing import Any
 
@@ -363,7 +364,10 @@ class FakeDynamoDB:
                     projection.append(expr.path())
                     expr.done()
             items = []
+            segment, segments = kwargs.get("Segment", 0), kwargs.get("TotalSegments", 1)
             for item in sorted(self._table(TableName).values(), key=lambda i: (i["pk"]["S"], i["sk"]["S"])):
+                if zlib.crc32(item["pk"]["S"].encode()) % segments != segment:
+                    continue  # a parallel scan's segment: DynamoDB splits by key hash too
                 if "FilterExpression" in kwargs:
                     expr = _Expr(kwargs["FilterExpression"], names, values, used)
                     keep = expr.condition(item)

@@ -48,6 +48,7 @@ class FakeTokenApi:
         self._app_of_refresh_token: dict[str, str] = {}
         self._app_of_token: dict[str, str] = {}
         self._current_token: dict[str, str] = {}  # app -> the last token issued for it
+        self.cancelled: set[str] = set()  # tokens whose grant the merchant cancelled: invalid
         self._serial = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -117,7 +118,11 @@ class FakeTokenApi:
             return answer
         with self._lock:
             app = self._app_of_token.get(app_auth_token)
-            current = app is not None and self._current_token[app] == app_auth_token
+            current = (
+                app is not None
+                and self._current_token[app] == app_auth_token
+                and app_auth_token not in self.cancelled
+            )
         if app is None:
             raise api_error("AUTH_TOKEN_NOT_EXISTED")
         return self.authorization(app, valid=current)

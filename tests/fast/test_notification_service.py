@@ -80,7 +80,14 @@ def test_a_reauthorization_that_reaches_us_only_by_notification_replaces_the_liv
     assert (read.isv_ref, read.previous_app_auth_token) == ("shop-1", live)
     [(kind, detail)] = world.events.published()
     assert (kind, detail["via"], detail["reauthorized"]) == (events.AUTHORIZED, "notification", True)
-    assert world.alipay.queries == []  # an hour apart: the times alone said which is newer
+    # An hour apart, the times alone said which is newer; Alipay was asked only what it grants
+    assert world.alipay.queries == [again.app_auth_token]
+    stored = world.store.get_token(MERCHANT_APP)
+    assert (stored.auth_methods, stored.checked_status, stored.is_by_app_auth) == (
+        ("alipay.trade.pay",),
+        "valid",
+        True,
+    )
 
 
 def test_a_late_notification_of_an_older_grant_never_rolls_the_token_back(world: World) -> None:

@@ -152,3 +152,13 @@ def test_forged_notifications_are_refused_and_leave_no_trace(stack, forge):
         not i["pk"]["S"].startswith(("APP#", "NOTIFY#")) for i in stack.table_items()
     )
     assert stack.published_events() == []
+
+
+def test_an_invitations_number_is_kept_with_the_grant_and_announced(stack):
+    params = authorized_notification(stack)
+    biz = json.loads(params["biz_content"])
+    biz["notify_context"] = {"trigger_context": {"out_biz_no": "INV-2026-42"}}
+    assert post(stack, {**params, "biz_content": json.dumps(biz)}).text == "success"
+    assert stack.container.store.get_token("2021000000000301").out_biz_no == "INV-2026-42"
+    [event] = stack.published_events()
+    assert event["detail"]["out_biz_no"] == "INV-2026-42" and event["detail"]["reauthorized"] is False

@@ -33,6 +33,7 @@ from app_auth.operator_cli import (
 )
 from sandbox.aws_standins import OVERRIDDEN_VARIABLES, REGION
 from sandbox.credentials import DevCredentials
+from sandbox.seed import seed_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -451,3 +452,38 @@ def test_the_local_file_holds_no_secret(stack, local_file):
     assert "SECRET_ACCESS_KEY" not in text and "PRIVATE KEY" not in text
     assert stack.creds.client_config(stack.emulator.base_url)["private_key"][40:80] not in text
     assert json.loads(text)["environment"]["TABLE_NAME"] == stack.container.settings.table_name
+
+
+def test_authorizations_with_no_reference_are_listed_and_claimed(stack, cli):
+    # Given one authorization from a link (shop-7) and one that came with no reference
+    authorize(stack)
+    seed_tokens(stack.emulator.authority, stack.container.store, stack.creds.app_id, ["2021000000000709"])
+    # When the operator lists the unclaimed  Then only that one
+    code, rows = cli.json("tokens", "list", "--unclaimed")
+    assert code == EXIT_OK and [r["auth_app_id"] for r in rows] == ["2021000000000709"]
+    # When it is claimed  Then it is tied, announced, and cannot be re-bound by a claim
+    code, claimed = cli.json("tokens", "claim", "2021000000000709", "--ref", "shop-9")
+    assert code == EXIT_OK and claimed["isv_ref"] == "shop-9"
+    [event] = stack.published_events()
+    assert (event["detail-type"], event["detail"]["isv_ref"]) == ("Authorization Reference Changed", "shop-9")
+    code, _, err = cli("tokens", "claim", "2021000000000709", "--ref", "shop-x")
+    assert code == EXIT_NOT_NOW and "shop-9" in err
+    assert cli.json("tokens", "list", "--unclaimed") == (EXIT_OK, [])
+
+
+def test_show_live_and_verify_ask_alipay_about_the_stored_token(stack, cli):
+    # Given two authorizations, one of them cancelled at Alipay with no message reaching us
+    authorize(stack)
+    authorize(stack, "2021000000000702", ref="shop-8")
+    assert stack.emulator.revoke(stack.creds.app_id, "2021000000000702")
+    # When the operator looks at the first live  Then Alipay's answer is beside what is stored
+    code, shown = cli.json("tokens", "show", MERCHANT, "--live")
+    assert code == EXIT_OK and shown["live_status"] == "valid" and shown["live_auth_methods"]
+    assert shown["checked_status"] == "valid"  # the callback asked once the grant was stored
+    # When every token is verified  Then the cancelled one is found, marked and announced
+    code, report = cli.json("tokens", "verify", "--all")
+    assert code == EXIT_FAILED
+    assert report == {"valid": [MERCHANT], "invalid": ["2021000000000702"]}
+    assert stack.container.store.get_token("2021000000000702").status == "needs_reauth"
+    assert [e["detail-type"] for e in stack.published_events()] == ["Reauthorization Needed"]
+    assert stack.http.get(f"{stack.url}/tokens/2021000000000702", timeout=10).status_code == 409

@@ -38,6 +38,7 @@ SOURCE = "alipay_app_auth"
 # told to reload: long enough for a normal exchange, short enough for a browser.
 _DUPLICATE_WAIT_SECONDS = 3.0
 _STORE_SECONDS = 3.0  # kept back from the deadline for storing (or parking) and answering
+_SCOPE_SECONDS = 10.0  # what a scope query after the grant may take at most (its timeouts), and the answer
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,11 @@ class AuthorizationService:
             except AppAuthError:
                 logger.warning("the claim could not be marked parked; the queue holds the result")
             return CallbackResult(CallbackOutcome.PARKED, ids, isv_ref)
+        # Stored and claimed: what the merchant granted is asked now, while time is left; a query
+        # that fails or does not fit changes nothing (the next verification asks again).
+        if deadline is None or deadline - self._clock() > _SCOPE_SECONDS:
+            for token in grant.tokens:
+                self.grants.check_scope(token)
         return CallbackResult(CallbackOutcome.AUTHORIZED, ids, isv_ref)
 
     def _timeout_before(self, deadline: float | None) -> tuple[float, float] | None:

@@ -140,7 +140,8 @@ def build_container(
         return wrap_token_api(api) if wrap_token_api else api
 
     get_token_api = _once(new_token_api)
-    grants = Grants(store, publisher, query=lambda token: get_token_api().query(token))
+    # Short: a grant's scope and a notification's facts are asked inside a callback's deadline
+    grants = Grants(store, publisher, query=lambda token: get_token_api().query(token, timeout=(3.05, 5.0)))
     replay = ReplayQueue(clients.deferred("sqs"), settings.replay_queue_url, cipher)
     replayer = Replayer(replay, grants, isv_app_id=lambda: secrets.alipay_config().app_id)
     get_signer = _once(lambda: StateSigner(secrets.state_key(), clock=clock))

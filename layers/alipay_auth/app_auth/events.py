@@ -42,7 +42,8 @@ _ALLOWED_DETAIL = frozenset(
         "error_code",
         "at",
         "via",
-        "reauthorized",  # a grant that replaced a stored one (the merchant authorized again)
+        "reauthorized",
+        "out_biz_no",  # the ISV's own number for an invitation, as Alipay passed it back  # a grant that replaced a stored one (the merchant authorized again)
         "method",  # Alipay's msg_method or notify_type
         "notify_id",
         "biz_content",  # of messages that are not ours (never an authorization's, which holds tokens)

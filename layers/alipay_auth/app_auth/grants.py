@@ -20,6 +20,7 @@ The due time and grace window come from the store's ``RotationSchedule``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,8 +29,10 @@ from alipay_v3 import AlipayApiError, AlipayError, AppAuthorization, AppToken
 
 from . import events
 from .crypto import DataKey
-from .errors import AlipayUnavailable
+from .errors import AlipayUnavailable, AppAuthError
 from .token_store import REVOKED, SERVED, TokenRecord, TokenStore, token_digest
+
+logger = logging.getLogger(__name__)
 
 # How far Alipay's clock (auth_time) and ours (when we stored a pair) may disagree before the times
 # alone decide which grant is newer; inside it, Alipay's query does. No source pins the agreement.
@@ -65,6 +68,7 @@ class Grants:
         isv_ref: str | None = None,
         granted_at: float | None = None,
         key: DataKey | None = None,
+        out_biz_no: str | None = None,
     ) -> TokenRecord | None:
         """Store ``token`` unless what is stored supersedes it; None when it was held back.
 
@@ -73,7 +77,9 @@ class Grants:
         asked (``TokenStore.reserve_seal``). ``AlipayUnavailable`` when the query was needed and
         failed: nothing is decided on a guess."""
         rule = _RouteRule(token, via, isv_ref, granted_at, self._query)
-        record = self._store.save_authorization(token, isv_app_id=isv_app_id, admission=rule, key=key)
+        record = self._store.save_authorization(
+            token, isv_app_id=isv_app_id, admission=rule, key=key, out_biz_no=out_biz_no
+        )
         if record is None:
             return None
         self._publisher.publish(
@@ -84,6 +90,7 @@ class Grants:
             isv_ref=record.isv_ref,
             via=via.value,
             reauthorized=rule.decided_on is not None,
+            out_biz_no=record.out_biz_no,
         )
         previous_ref = rule.decided_on.isv_ref if rule.decided_on else None
         if previous_ref is not None and record.isv_ref != previous_ref:
@@ -95,6 +102,20 @@ class Grants:
                 via=via.value,
             )
         return record
+
+    def check_scope(self, token: AppToken) -> AppAuthorization | None:
+        """Ask Alipay what a token just recorded may do, and keep the answer with it (the APIs the
+        merchant granted, the period, full delegation). A failure is logged and changes nothing:
+        the grant is recorded already, and the next verification asks again."""
+        if self._query is None:
+            return None
+        try:
+            answer = self._query(token.app_auth_token)
+            self._store.record_check(token.auth_app_id, token.app_auth_token, answer)
+        except (AlipayError, AppAuthError) as exc:
+            logger.warning("the scope of merchant app %s could not be read: %s", token.auth_app_id, exc.code)
+            return None
+        return answer
 
 
 @dataclass

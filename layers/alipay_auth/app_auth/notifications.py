@@ -44,6 +44,7 @@ CANCELLED = "alipay.open.auth.appauth.cancelled"
 ACKNOWLEDGED = "success"
 _SEEN_TTL_SECONDS = 30 * 86400
 _NOTIFY_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+_OUT_BIZ_NO = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
 
 
 @dataclass(kw_only=True)
@@ -110,7 +111,15 @@ class NotificationService:
                 f"the authorization notification's detail is malformed ({exc.code})",
                 code="malformed-notification",
             ) from exc
-        self.grants.record(token, via=Route.NOTIFICATION, isv_app_id=isv_app_id, granted_at=granted_at)
+        recorded = self.grants.record(
+            token,
+            via=Route.NOTIFICATION,
+            isv_app_id=isv_app_id,
+            granted_at=granted_at,
+            out_biz_no=_out_biz_no(biz),
+        )
+        if recorded is not None:
+            self.grants.check_scope(token)
 
     def _cancelled(self, biz: Mapping[str, Any], isv_app_id: str, cancelled_at: float) -> None:
         auth_app_id = biz.get("auth_app_id")
@@ -151,6 +160,16 @@ def _cancelled_at(params: Mapping[str, str]) -> float:
     if not params.get("utc_timestamp", "").isdigit():
         raise InvalidRequest("the cancellation carries no utc_timestamp", code="malformed-notification")
     return int(params["utc_timestamp"]) / 1000
+
+
+def _out_biz_no(biz: Mapping[str, Any]) -> str | None:
+    """``notify_context.trigger_context.out_biz_no``: the ISV's business number of an invitation,
+    which public ISV handlers use to tie an authorization to their customer (section 8.7). Kept
+    when it is a reference we can show; anything else is ignored, the grant still recorded."""
+    context = biz.get("notify_context")
+    trigger = context.get("trigger_context") if isinstance(context, Mapping) else None
+    value = trigger.get("out_biz_no") if isinstance(trigger, Mapping) else None
+    return value if isinstance(value, str) and _OUT_BIZ_NO.fullmatch(value) else None
 
 
 def _china_time(value: Any) -> float | None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from alipay_v3 import mask
+from alipay_v3 import AlipayError, AppAuthorization, mask
 from alipay_v3.diagnose import Report, diagnose
 
 from . import events
@@ -28,6 +28,7 @@ from .links import StateSigner, check_isv_ref
 from .refresh import RefreshOutcome
 from .replay import ReplaySummary as ReplaySummary  # re-exported: the CLI reads it from here
 from .token_store import SERVED, TokenRecord, TokenStatus
+from .verification import VerifyReport
 
 STATUSES = tuple(status.value for status in TokenStatus)
 # A state made for a code the operator brings: used at once, so it need not live long.
@@ -42,6 +43,8 @@ class TokenView:
     app_auth_token: str | None  # masked
     app_refresh_token: str | None  # masked
     unreadable: str | None = None  # why the pair could not be opened (e.g. no KMS permission)
+    live: AppAuthorization | None = None  # what Alipay's query says now (``--live``)
+    live_error: str | None = None  # why Alipay could not say
 
 
 @dataclass(frozen=True)
@@ -61,18 +64,43 @@ class Operations:
     # -- reading -----------------------------------------------------------------------------------
 
     def list_tokens(
-        self, *, status: str | None = None, on_page: Callable[[int], None] | None = None
+        self,
+        *,
+        status: str | None = None,
+        unclaimed: bool = False,
+        on_page: Callable[[int], None] | None = None,
     ) -> Iterator[TokenRecord]:
-        """Every token item (optionally of one status), page by page; reads no sealed attribute."""
-        return self.store.list_tokens(status=TokenStatus(status) if status else None, on_page=on_page)
+        """Every token item (optionally of one status, or with no ISV reference), page by page;
+        reads no sealed attribute."""
+        return self.store.list_tokens(
+            status=TokenStatus(status) if status else None, unclaimed=unclaimed, on_page=on_page
+        )
 
-    def describe(self, auth_app_id: str) -> TokenView:
+    def describe(self, auth_app_id: str, *, live: bool = False) -> TokenView:
+        """The stored authorization; with ``live``, beside what Alipay's query says of its token
+        now (read only: ``verify`` is what acts on the answer)."""
         record = self.store.get_token(auth_app_id)
         try:
             pair = self.store.open_current(record)
         except AppAuthError as exc:  # e.g. the operator may read the table but not use the key
             return TokenView(record, None, None, unreadable=exc.message)
-        return TokenView(record, mask(pair.app_auth_token), mask(pair.app_refresh_token))
+        view = TokenView(record, mask(pair.app_auth_token), mask(pair.app_refresh_token))
+        if not live:
+            return view
+        try:
+            return replace(view, live=self.container.refresher.token_api().query(pair.app_auth_token))
+        except AlipayError as exc:
+            return replace(view, live_error=f"[{exc.code}] {exc}")
+
+    def verify(
+        self, auth_app_ids: Sequence[str], *, progress: Callable[[VerifyReport], None] | None = None
+    ) -> VerifyReport:
+        """Check stored tokens against Alipay's query at the refresher's pace (every served one when
+        ``auth_app_ids`` is empty): store what each may do, mark those Alipay calls invalid."""
+        ids = list(auth_app_ids) or [r.auth_app_id for r in self.store.list_tokens() if r.status in SERVED]
+        return self.container.refresher.verifier.verify_all(
+            ids, workers=self.container.refresher.policy.concurrency, progress=progress
+        )
 
     # -- changing one token ------------------------------------------------------------------------
 
@@ -87,6 +115,25 @@ class Operations:
             )
         outcome = self.container.refresher.refresh_one(auth_app_id, force=True)
         return RefreshResult(outcome, before, self.store.get_token(auth_app_id))
+
+    def claim(self, auth_app_id: str, isv_ref: str) -> TokenRecord:
+        """Tie an authorization that came with no reference (a notification, a console invitation)
+        to the ISV's customer; one that has a reference keeps it (a new link re-binds, visibly)."""
+        ref = check_isv_ref(isv_ref)
+        if ref is None:
+            raise InvalidRequest("give the reference to tie the merchant app to (--ref)", code="invalid-ref")
+        record = self.store.claim(auth_app_id, ref)
+        if record is None:
+            held = self.store.get_token(auth_app_id).isv_ref
+            raise InvalidRequest(
+                f"merchant app {auth_app_id} is tied to {held} already; a link created with the new "
+                "reference re-binds it when the merchant authorizes through it",
+                code="already-claimed",
+            )
+        self.container.publisher.publish(
+            events.REFERENCE_CHANGED, auth_app_id=auth_app_id, isv_ref=ref, via="operator"
+        )
+        return record
 
     def revoke(self, auth_app_id: str, reason: str) -> TokenRecord:
         """Stop handing out and rotating this token; it stays revoked until the merchant authorizes again."""

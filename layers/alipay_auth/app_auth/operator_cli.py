@@ -56,6 +56,7 @@ from .operations import STATUSES, Operations, ReplaySummary, TokenView, import_k
 from .outcomes import ANSWERS, CallbackOutcome
 from .settings import Settings
 from .token_store import TokenRecord
+from .verification import Verified, VerifyReport
 
 PROG = "alipay-auth"
 EXIT_OK = 0
@@ -68,7 +69,8 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_FAILED: "the operation failed: Alipay refused or did not answer, the key set was refused, a "
-    "refresh failed, messages were left on the replay queue",
+    "refresh failed, messages were left on the replay queue, verify found tokens Alipay says no longer "
+    "work (or could not ask about some)",
     EXIT_USAGE: "usage or configuration problem: bad arguments, no stack found, a file that cannot be read, "
     "an Alipay configuration that does not load",
     EXIT_NOT_FOUND: "no authorization stored for that merchant app",
@@ -341,8 +343,36 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     token_commands = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", parser_class=Parser)
     listed = command(token_commands, "list", "every stored authorization, tokens not shown", _tokens_list)
     listed.add_argument("--status", choices=STATUSES, help="only authorizations in this status")
+    listed.add_argument(
+        "--unclaimed",
+        action="store_true",
+        help="only authorizations no reference ties to a customer (they came by notification or a "
+        "console invitation): tie one with tokens claim",
+    )
     shown = command(token_commands, "show", "one authorization, tokens masked", _tokens_show)
     shown.add_argument("app_id", metavar="APP_ID", help="the merchant's auth_app_id")
+    shown.add_argument(
+        "--live", action="store_true", help="also ask Alipay now whether the token works and what it may do"
+    )
+    verified = command(
+        token_commands,
+        "verify",
+        "ask Alipay about stored tokens (at the refresher's pace): keep what each may do, and mark "
+        "needs_reauth those Alipay says no longer work",
+        _tokens_verify,
+    )
+    verified.add_argument("app_ids", nargs="*", metavar="APP_ID", help="merchant apps (default with --all)")
+    verified.add_argument("--all", action="store_true", help="every token still served")
+    claimed = command(
+        token_commands,
+        "claim",
+        "tie an authorization that came with no reference to your customer",
+        _tokens_claim,
+    )
+    claimed.add_argument("app_id", metavar="APP_ID", help="the merchant's auth_app_id")
+    claimed.add_argument(
+        "--ref", required=True, help="your reference for the merchant (1-128 of A-Z a-z 0-9 _ . : @ -)"
+    )
     refreshed = command(token_commands, "refresh", "rotate a token now, due or not", _tokens_refresh)
     refreshed.add_argument("app_id", metavar="APP_ID", help="the merchant's auth_app_id")
     revoked = command(
@@ -484,7 +514,7 @@ def _explain(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, ConcurrentUpdate):
         return EXIT_NOT_NOW, f"{exc.message} (another worker changed it; try again)"
     if isinstance(exc, InvalidRequest):
-        if exc.code in ("not-active",):
+        if exc.code in ("not-active", "already-claimed"):
             return EXIT_NOT_NOW, exc.message
         if exc.code in ("state-rejected", "state-used", "state-expired"):
             return EXIT_FAILED, exc.message
@@ -534,6 +564,8 @@ def record_dict(record: TokenRecord) -> dict[str, Any]:
         "auth_app_id": record.auth_app_id,
         "status": str(record.status),
         "isv_ref": record.isv_ref,
+        "previous_isv_ref": record.previous_isv_ref,
+        "out_biz_no": record.out_biz_no,
         "isv_app_id": record.isv_app_id or None,
         "user_id": record.user_id or None,
         "version": record.version,
@@ -550,6 +582,12 @@ def record_dict(record: TokenRecord) -> dict[str, Any]:
         "updated_at": format_time(record.updated_at),
         "failures": record.failures,
         "last_error": record.last_error,
+        "auth_methods": list(record.auth_methods) or None,
+        "auth_start": format_time(record.auth_start),
+        "auth_end": format_time(record.auth_end),
+        "is_by_app_auth": record.is_by_app_auth,
+        "checked_at": format_time(record.checked_at),
+        "checked_status": record.checked_status,
     }
 
 
@@ -559,6 +597,14 @@ def view_dict(view: TokenView) -> dict[str, Any]:
     shown["app_refresh_token"] = view.app_refresh_token
     if view.unreadable:
         shown["unreadable"] = view.unreadable
+    if view.live is not None:
+        shown["live_status"] = view.live.status.value
+        shown["live_auth_methods"] = list(view.live.auth_methods)
+        shown["live_auth_start"] = format_time(view.live.auth_start)
+        shown["live_auth_end"] = format_time(view.live.auth_end)
+        shown["live_is_by_app_auth"] = view.live.is_by_app_auth
+    if view.live_error:
+        shown["live_error"] = view.live_error
     return shown
 
 
@@ -703,7 +749,11 @@ def _tokens_list(args: argparse.Namespace, target: Target) -> int:
     operations = _operations(target)
     say = args.console.progress
     records = list(
-        operations.list_tokens(status=args.status, on_page=lambda n: say(f"{n} authorization(s) read ..."))
+        operations.list_tokens(
+            status=args.status,
+            unclaimed=args.unclaimed,
+            on_page=lambda n: say(f"{n} authorization(s) read ..."),
+        )
     )
     records.sort(key=lambda r: (r.due_at is None, r.due_at or 0.0, r.auth_app_id))
     rows = [record_dict(r) for r in records]
@@ -711,8 +761,36 @@ def _tokens_list(args: argparse.Namespace, target: Target) -> int:
     return EXIT_OK
 
 
+def _tokens_claim(args: argparse.Namespace, target: Target) -> int:
+    record = _operations(target).claim(args.app_id, args.ref)
+    _emit(args, record_dict(record), f"{record.auth_app_id} is tied to {record.isv_ref}")
+    return EXIT_OK
+
+
+def _tokens_verify(args: argparse.Namespace, target: Target) -> int:
+    if bool(args.app_ids) == args.all:
+        raise Failure(EXIT_USAGE, "give merchant app ids, or --all for every token still served")
+    say = args.console.progress
+    started = time.monotonic()
+
+    def progress(report: VerifyReport) -> None:
+        done = sum(len(apps) for apps in report.outcomes.values())
+        rate = done / max(time.monotonic() - started, 1e-6)
+        say(
+            f"{done} asked ({rate:.1f}/s): "
+            + ", ".join(f"{k} {len(v)}" for k, v in sorted(report.outcomes.items()))
+        )
+
+    report = _operations(target).verify(args.app_ids, progress=progress)
+    lines = [f"{outcome}: {', '.join(apps)}" for outcome, apps in sorted(report.outcomes.items())]
+    _emit(args, report.outcomes, "\n".join(lines) or "no token to verify")
+    return (
+        EXIT_OK if not report.count(Verified.INVALID) and not report.count(Verified.FAILED) else EXIT_FAILED
+    )
+
+
 def _tokens_show(args: argparse.Namespace, target: Target) -> int:
-    view = _operations(target).describe(args.app_id)
+    view = _operations(target).describe(args.app_id, live=args.live)
     shown = view_dict(view)
     _emit(args, shown, render_details(shown))
     if view.unreadable:

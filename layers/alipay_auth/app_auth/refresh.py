@@ -51,6 +51,7 @@ from .schedule import DAY
 from .settings import Settings
 from .table import ConditionFailed
 from .token_store import TokenPair, TokenRecord, TokenStatus, TokenStore, token_digest
+from .verification import Verified, Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ _POLICY_VARIABLES = {
     "stop_margin_seconds": "REFRESH_STOP_MARGIN_SECONDS",
     "quarantine_after": "REFRESH_QUARANTINE_AFTER",
     "replay_max_messages": "REFRESH_REPLAY_MAX_MESSAGES",
+    "verify_every_days": "REFRESH_VERIFY_EVERY_DAYS",
+    "run_interval_minutes": "REFRESH_INTERVAL_MINUTES",
 }
 
 
@@ -119,6 +122,10 @@ class RefreshPolicy:
     # Parked results a run stores from the replay queue before rotating (0: none, the operator's
     # ``alipay-auth replay`` only). Each is a write or two; a hundred fit in a run's first seconds.
     replay_max_messages: int = 100
+    # Every served token is checked against Alipay's query once in this many days (0: never),
+    # a slice of the table each run: runs come every ``run_interval_minutes`` (the schedule's).
+    verify_every_days: float = 7.0
+    run_interval_minutes: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RefreshPolicy:
@@ -148,6 +155,7 @@ class RunSummary:
     replayed: int = 0  # parked tokens stored from the replay queue
     replay_superseded: int = 0  # parked tokens older than the stored ones: their messages deleted
     replay_failed: int = 0  # messages left on the queue, and failed SQS calls
+    verified: dict[str, int] = field(default_factory=dict)  # this run's slice: Verified -> count
     alipay_throttled: int = 0  # Alipay's answers that the calls came too fast (HTTP 429)
     refresh_token_days_left: float | None = None  # before the first served refresh token expires
 
@@ -188,6 +196,7 @@ class RefreshService:
         self.session = paced_session(self.pace)
         self._token_api: TokenApi | None = None
         self._token_api_lock = threading.Lock()
+        self.verifier = Verifier(store, publisher, self.token_api)  # at the refresher's pace
 
     def token_api(self) -> TokenApi:
         """The Alipay client over the paced session: built on first use, then shared by all workers."""
@@ -448,11 +457,48 @@ class RefreshService:
                 running.add(pool.submit(one, auth_app_id))
             for future in running:
                 future.result()
+            if not refused.is_set() and not summary.stopped_early:
+                self._verify_slice(summary, remaining_seconds, now, batch, pool)
         summary.stopped_early = summary.stopped_early or summary.count(DEFERRED) > 0
         summary.left_retryable = summary.count(FAILED) > 0 or summary.stopped_early
         summary.alipay_throttled = self.pace.take_throttled()
         summary.refresh_token_days_left = self._refresh_token_days_left()
         return summary
+
+    def _verify_slice(
+        self,
+        summary: RunSummary,
+        remaining_seconds: Callable[[], float],
+        now: float,
+        sink: events.EventSink,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        """This run's part of the verification: the table split into as many slices as runs come
+        in ``verify_every_days``, one slice a run, in turn, so every token is asked about once in
+        that time and the calls spread over it. Finds tokens that died with no news reaching us."""
+        if self.policy.verify_every_days <= 0:
+            return
+        interval = self.policy.run_interval_minutes * 60
+        slices = max(1, round(self.policy.verify_every_days * DAY / interval))
+        asked: list[Future[Verified]] = []
+        try:
+            for auth_app_id in self.store.served_app_ids(int(now // interval) % slices, slices):
+                if self._time_is_short(remaining_seconds):
+                    summary.stopped_early = True
+                    break
+                asked.append(pool.submit(self.verifier.verify, auth_app_id, sink=sink))
+        except StorageError as exc:
+            logger.warning("this run's verification slice could not be read: %s", exc.code)
+        for future in asked:
+            try:
+                outcome = future.result()
+            except ConfigurationRefused as exc:
+                if summary.configuration_error is None:
+                    summary.configuration_error = exc.alipay_code
+                    logger.error("verification stopped: %s", exc.message)
+                    sink.publish(events.CONFIGURATION_ERROR, error_code=exc.alipay_code)
+                continue
+            summary.verified[outcome.value] = summary.verified.get(outcome.value, 0) + 1
 
     def _refresh_token_days_left(self) -> float | None:
         """The least time, in days, before a served refresh token expires (quarantined ones too:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from alipay_v3 import AppToken
+from alipay_v3 import AppAuthorization, AppToken
 
 from .crypto import DataKey, EnvelopeCipher
 from .errors import ConcurrentUpdate, NotFound
@@ -55,6 +55,14 @@ _LISTED = (
     "token_digest",
     "previous_token_digest",
     "failures",
+    "out_biz_no",
+    "previous_isv_ref",
+    "auth_methods",
+    "auth_start",
+    "auth_end",
+    "is_by_app_auth",
+    "checked_at",
+    "checked_status",
 )
 
 
@@ -125,6 +133,17 @@ class TokenRecord:
     failures: int
     # The pair this one replaced: a late notification bringing it back is no news
     previous_token_digest: str | None = None
+    # The ISV's business number of an invitation (a notification's trigger_context.out_biz_no)
+    out_biz_no: str | None = None
+    previous_isv_ref: str | None = None  # the reference a later link replaced: shown, not lost
+    # What Alipay's query last said of the current token (``record_check``): the APIs the merchant
+    # granted, the authorization period, full delegation, and valid/invalid, with when it was asked
+    auth_methods: tuple[str, ...] = ()
+    auth_start: float | None = None
+    auth_end: float | None = None
+    is_by_app_auth: bool | None = None
+    checked_at: float | None = None
+    checked_status: str | None = None
     sealed: Sealed = field(default=Sealed(), repr=False, compare=False)
 
     @classmethod
@@ -158,6 +177,14 @@ class TokenRecord:
             token_digest=values.get("token_digest", ""),
             failures=int(values.get("failures") or 0),
             previous_token_digest=values.get("previous_token_digest"),
+            out_biz_no=values.get("out_biz_no"),
+            previous_isv_ref=values.get("previous_isv_ref"),
+            auth_methods=tuple(values.get("auth_methods") or ()),
+            auth_start=number("auth_start"),
+            auth_end=number("auth_end"),
+            is_by_app_auth=values.get("is_by_app_auth"),
+            checked_at=number("checked_at"),
+            checked_status=values.get("checked_status"),
             sealed=Sealed(values.get("current"), values.get("previous")),
         )
 
@@ -239,9 +266,14 @@ class TokenStore:
         return TokenPair(values["app_auth_token"], values["app_refresh_token"])
 
     def list_tokens(
-        self, *, status: TokenStatus | None = None, on_page: Callable[[int], None] | None = None
+        self,
+        *,
+        status: TokenStatus | None = None,
+        unclaimed: bool = False,
+        on_page: Callable[[int], None] | None = None,
     ) -> Iterator[TokenRecord]:
-        """Every token item (optionally of one status), page by page; reads no sealed attribute."""
+        """Every token item (optionally of one status, or only those no ISV reference ties to a
+        customer), page by page; reads no sealed attribute."""
         names = {f"#a{i}": name for i, name in enumerate(_LISTED)}
         kwargs: dict[str, Any] = {
             "FilterExpression": "#sk = :token AND begins_with(#pk, :app)",
@@ -253,6 +285,9 @@ class TokenStore:
             kwargs["FilterExpression"] += " AND #st = :status"
             kwargs["ExpressionAttributeNames"]["#st"] = "status"
             kwargs["ExpressionAttributeValues"][":status"] = {"S": str(status)}
+        if unclaimed:
+            kwargs["FilterExpression"] += " AND attribute_not_exists(#ref)"
+            kwargs["ExpressionAttributeNames"]["#ref"] = "isv_ref"
         seen = 0
         while True:
             page = self._table.call("scan", **kwargs)
@@ -275,6 +310,7 @@ class TokenStore:
         admission: Admission = Replace(),
         due_at: float | None = None,
         key: DataKey | None = None,
+        out_biz_no: str | None = None,
     ) -> TokenRecord | None:
         """Store a freshly obtained token unless ``admission`` holds it back (None).
 
@@ -320,6 +356,14 @@ class TokenStore:
             }
             if isv_ref:
                 values["isv_ref"] = isv_ref
+            # What the ISV knows of the merchant is never dropped by a later grant that lacks it
+            kept_out_biz_no = out_biz_no or (record.out_biz_no if record else None)
+            if kept_out_biz_no:
+                values["out_biz_no"] = kept_out_biz_no
+            if record is not None and record.isv_ref and record.isv_ref != isv_ref:
+                values["previous_isv_ref"] = record.isv_ref
+            elif record is not None and record.previous_isv_ref:
+                values["previous_isv_ref"] = record.previous_isv_ref
             for name in ("re_expires_in", "expires_in"):
                 if getattr(token, name) is not None:
                     values[name] = getattr(token, name)
@@ -372,6 +416,87 @@ class TokenStore:
             ExpressionAttributeValues={":ref": {"S": isv_ref}, ":v": item["version"]},
             ReturnValues="ALL_NEW",
         )
+        return TokenRecord.from_item(result["Attributes"])
+
+    def record_check(self, auth_app_id: str, app_auth_token: str, answer: AppAuthorization) -> bool:
+        """Keep what Alipay's query said about ``app_auth_token``, if it is still the current token
+        (False when another has replaced it since: the answer is about the old one)."""
+        values: dict[str, Any] = {
+            ":digest": {"S": token_digest(app_auth_token)},
+            ":methods": {"L": [{"S": m} for m in answer.auth_methods]},
+            ":status": {"S": answer.status.value},
+            ":now": {"N": num(self._clock())},
+        }
+        update = "SET auth_methods = :methods, checked_status = :status, checked_at = :now"
+        removed = []
+        for name in ("auth_start", "auth_end"):
+            moment = getattr(answer, name)
+            if moment is None:
+                removed.append(name)
+            else:
+                update += f", {name} = :{name}"
+                values[f":{name}"] = {"N": num(moment)}
+        if answer.is_by_app_auth is None:
+            removed.append("is_by_app_auth")
+        else:
+            update += ", is_by_app_auth = :full"
+            values[":full"] = {"BOOL": answer.is_by_app_auth}
+        try:
+            self._table.call(
+                "update_item",
+                Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
+                UpdateExpression=update + (f" REMOVE {', '.join(removed)}" if removed else ""),
+                ConditionExpression="token_digest = :digest",
+                ExpressionAttributeValues=values,
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    def mark_needs_reauth_if_current(self, auth_app_id: str, digest: str, reason: str) -> TokenRecord | None:
+        """Alipay says the token with ``digest`` does not work: the merchant must authorize again.
+        None when that token is no longer the stored one, or no longer served."""
+        served = {f":served{n}": {"S": status.value} for n, status in enumerate(sorted(SERVED))}
+        try:
+            result = self._table.call(
+                "update_item",
+                Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
+                UpdateExpression="SET #s = :dead, last_error = :reason, updated_at = :now, #v = #v + :one "
+                "REMOVE due_shard, due_at, expiry_shard, lease_owner, lease_until",
+                ConditionExpression="token_digest = :digest AND ("
+                + " OR ".join(f"#s = {name}" for name in served)
+                + ")",
+                ExpressionAttributeNames={"#s": "status", "#v": "version"},
+                ExpressionAttributeValues={
+                    ":dead": {"S": NEEDS_REAUTH.value},
+                    ":reason": {"S": reason[:200]},
+                    ":now": {"N": num(self._clock())},
+                    ":one": {"N": "1"},
+                    ":digest": {"S": digest},
+                    **served,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ConditionFailed:
+            return None
+        return TokenRecord.from_item(result["Attributes"])
+
+    def claim(self, auth_app_id: str, isv_ref: str) -> TokenRecord | None:
+        """Tie an authorization that arrived with no reference to the ISV's customer ``isv_ref``;
+        None when it has a reference already (a claim never re-binds). ``NotFound`` when absent."""
+        try:
+            result = self._table.call(
+                "update_item",
+                Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
+                UpdateExpression="SET isv_ref = :ref, updated_at = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(isv_ref)",
+                ExpressionAttributeValues={":ref": {"S": isv_ref}, ":now": {"N": num(self._clock())}},
+                ReturnValues="ALL_NEW",
+            )
+        except ConditionFailed as exc:
+            if exc.existing is None:
+                raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
+            return None
         return TokenRecord.from_item(result["Attributes"])
 
     def mark_revoked(self, auth_app_id: str, reason: str) -> TokenRecord:
@@ -443,6 +568,26 @@ class TokenStore:
             page = self._table.call("query", **kwargs)
             for item in page.get("Items", []):
                 yield item["pk"]["S"].removeprefix("APP#"), float(item["due_at"]["N"])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def served_app_ids(self, segment: int, segments: int) -> Iterator[str]:
+        """The served merchant apps in one of ``segments`` parts of the table (a parallel scan's
+        segment): a slice of every token, different each time, that covers all of them in turn."""
+        served = {f":served{n}": {"S": status.value} for n, status in enumerate(sorted(SERVED))}
+        kwargs: dict[str, Any] = {
+            "Segment": segment,
+            "TotalSegments": segments,
+            "FilterExpression": "#sk = :token AND (" + " OR ".join(f"#s = {name}" for name in served) + ")",
+            "ProjectionExpression": "#pk",
+            "ExpressionAttributeNames": {"#sk": "sk", "#s": "status", "#pk": "pk"},
+            "ExpressionAttributeValues": {":token": {"S": "TOKEN"}, **served},
+        }
+        while True:
+            page = self._table.call("scan", **kwargs)
+            for item in page.get("Items", []):
+                yield item["pk"]["S"].removeprefix("APP#")
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
