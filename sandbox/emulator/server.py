@@ -32,6 +32,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from alipay_v3 import TOKEN_PATH
 from alipay_v3.server import DEFAULT_MAX_SKEW_MS, sign_response
 from sandbox.credentials import DevCredentials, make_cert, new_rsa_key
 
@@ -104,6 +105,7 @@ class Emulator:
         self._other_key_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self.requests_received = 0  # every API request, answered or not: tests prove "no call to Alipay"
+        self.token_calls = 0  # of those, POST token/app: the exchanges and refreshes (not queries)
         # (arrived, left) per API request, monotonic: tests check a caller's concurrency and pace.
         self.call_times: deque[tuple[float, float]] = deque(maxlen=100_000)
 
@@ -275,6 +277,8 @@ class Emulator:
             return Reply(page.status, page.headers, page.body)
         with self._count_lock:
             self.requests_received += 1
+            if request.method == "POST" and request.target.split("?")[0] == TOKEN_PATH:
+                self.token_calls += 1
         arrived = time.monotonic()
         try:
             return self._respond_to_call(request)

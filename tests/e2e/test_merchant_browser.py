@@ -116,14 +116,14 @@ def test_merchant_authorizes_from_the_link(
     assert fits_the_window(browser)
     shoot(browser, screenshots, "authorized", PHONE)
     shoot(browser, screenshots, "authorized", DESKTOP)
-    assert stack.emulator.requests_received == 1  # one exchange
+    assert stack.emulator.token_calls == 1  # one exchange (and the scope's query)
 
     # A reload shows the same success, answered from the record: no second exchange
     browser.set_window_size(*PHONE)
     browser.refresh()
     card = wait_for_outcome(browser, f"{stack.url}/callback")
     assert card.get_attribute("data-outcome") == "authorized"
-    assert stack.emulator.requests_received == 1
+    assert stack.emulator.token_calls == 1
 
 
 def test_a_forged_state_gets_the_state_rejected_page(

@@ -64,7 +64,7 @@ def test_concurrent_duplicates_exchange_once(stack):
         responses = list(pool.map(lambda _: stack.callback(params), range(8)))
     assert {r.status_code for r in responses} <= {200, 202}
     assert any(r.status_code == 200 for r in responses)
-    assert stack.emulator.requests_received == 1
+    assert stack.emulator.token_calls == 1
     assert len([i for i in stack.table_items() if i["sk"]["S"] == "TOKEN"]) == 1
 
 
@@ -107,7 +107,7 @@ def test_a_state_cannot_authorize_a_second_code(stack):
     second = {**first, "app_auth_code": stack.emulator.issue_code(stack.creds.app_id)}
     response = stack.callback(second)
     assert response.status_code == 400 and 'data-outcome="state_rejected"' in response.text
-    assert stack.emulator.requests_received == 1
+    assert stack.emulator.token_calls == 1
 
 
 def test_a_spent_code_gets_a_page_with_a_fresh_link(stack):

@@ -162,3 +162,56 @@ def test_an_invitations_number_is_kept_with_the_grant_and_announced(stack):
     assert stack.container.store.get_token("2021000000000301").out_biz_no == "INV-2026-42"
     [event] = stack.published_events()
     assert event["detail"]["out_biz_no"] == "INV-2026-42" and event["detail"]["reauthorized"] is False
+
+
+def _granted_at_alipay(stack, auth_app_id):
+    """A grant made at Alipay (the emulator) and not reported to us: what a console invitation is."""
+    code = stack.emulator.authority.issue_code(stack.creds.app_id, [auth_app_id])
+    [issued] = stack.emulator.authority.exchange_code(stack.creds.app_id, code)
+    return issued
+
+
+def _notification_of(stack, issued, notify_id, auth_time):
+    params = authorized_notification(stack, notify_id=notify_id, auth_app_id=issued.auth_app_id)
+    biz = json.loads(params["biz_content"])
+    biz["detail"].update(
+        app_auth_token=issued.app_auth_token, app_refresh_token=issued.app_refresh_token, auth_time=auth_time
+    )
+    return {**params, "biz_content": json.dumps(biz)}
+
+
+def _china_now():
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 8 * 3600))
+
+
+def test_a_reauthorization_that_reaches_us_only_by_notification_is_served(stack):
+    # Given a merchant authorized by link, then again from Alipay's console: only the notice comes
+    link = stack.create_link("c-11")
+    assert stack.callback(stack.consent(link, merchant_app_ids=["2021000000000311"])).status_code == 200
+    stack.published_events()
+    again = _granted_at_alipay(stack, "2021000000000311")
+    # When the notification arrives (a moment later: inside the clocks' margin, Alipay's query decides)
+    assert post(stack, _notification_of(stack, again, "re-1", _china_now())).text == "success"
+    # Then GET /tokens serves the new token, for the same customer, announced as a re-authorization
+    read = stack.http.get(f"{stack.url}/tokens/2021000000000311", timeout=10).json()
+    assert read["app_auth_token"] == again.app_auth_token and read["isv_ref"] == "c-11"
+    [event] = stack.published_events()
+    assert (event["detail"]["via"], event["detail"]["reauthorized"]) == ("notification", True)
+
+
+def test_an_old_notification_retried_after_a_rotation_changes_nothing(stack):
+    # Given a grant known by its notification, then rotated by the refresher
+    first = _granted_at_alipay(stack, "2021000000000312")
+    notice = _notification_of(stack, first, "old-1", _china_now())
+    assert post(stack, notice).text == "success"
+    stack.container.refresher.refresh_one("2021000000000312", force=True)
+    rotated = stack.http.get(f"{stack.url}/tokens/2021000000000312", timeout=10).json()["app_auth_token"]
+    assert rotated != first.app_auth_token
+    stack.published_events()
+    # When Alipay retries that notification (another delivery of the same grant)
+    assert post(stack, {**notice, "notify_id": "old-1-retry"}).text == "success"
+    # Then the rotated token is still the one served, nothing announced
+    assert (
+        stack.http.get(f"{stack.url}/tokens/2021000000000312", timeout=10).json()["app_auth_token"] == rotated
+    )
+    assert stack.published_events() == []

@@ -136,12 +136,12 @@ def test_a_used_state_cannot_carry_a_second_merchants_code(stack):
     response = stack.callback({**first, "app_auth_code": second})
 
     _assert_refused_page(response, "state-used")
-    assert stack.emulator.requests_received == 1  # only merchant A's exchange
+    assert stack.emulator.token_calls == 1  # only merchant A's exchange
     assert [i["pk"]["S"] for i in _items(stack, "APP#")] == ["APP#2021000000000811"]
     assert [i["pk"]["S"] for i in _items(stack, "CODE#")] == [f"CODE#{code_hash(first['app_auth_code'])}"]
     assert stack.published_events() == []
     # ... while merchant A's own reload is still answered from its record
-    assert stack.callback(first).status_code == 200 and stack.emulator.requests_received == 1
+    assert stack.callback(first).status_code == 200 and stack.emulator.token_calls == 1
 
 
 def test_the_ref_follows_the_state_that_comes_back(stack):

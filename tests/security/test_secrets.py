@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from alipay_v3 import sign_notification
 from app_auth.links import StateSigner
 from app_auth.operations import Operations
+from app_auth.verification import Verified
 from app_auth.refresh import FAILED, REFRESHED, RefreshService
 from sandbox.emulator import Fault
 from sandbox.front import LambdaContext, load_function
@@ -250,6 +251,25 @@ def run_every_flow(capture: Capture, refresher_module: Any) -> None:
     assert stack.http.post(f"{stack.url}/notify", data=bad, timeout=10).status_code == 400
     assert stack.http.post(f"{stack.url}/notify", data=b"\xff\xfe", timeout=10).status_code == 400
 
+    # Alipay's word on tokens: the operator's live look and verification; a refresh token timed
+    # out while its token works (rotation unavailable); another subscription's message passed on
+    assert Operations(c).describe("2021000000000901", live=True).live is not None
+    assert Operations(c).verify(["2021000000000901", "2021000000000902"]).count(Verified.VALID) == 2
+    _make_due(stack, "2021000000000902")
+    life, stack.emulator.authority.re_expires_in = stack.emulator.authority.re_expires_in, 0
+    result = refresher_module.lambda_handler({}, _FiveMinutes(aws_request_id="refresher-2"))
+    stack.emulator.authority.re_expires_in = life
+    assert result["outcomes"] == {"rotation_unavailable": 1}, result
+    message = {
+        "notify_id": "trade-1",
+        "notify_type": "trade_status_sync",
+        "notify_time": "2026-11-25 10:00:01",
+        "app_id": stack.creds.app_id,
+        "biz_content": json.dumps({"out_trade_no": "T-1"}),
+    }
+    signed = sign_notification(message, stack.creds.alipay_key)
+    assert stack.http.post(f"{stack.url}/notify", data=signed, timeout=10).text == "success"
+
     # Revocation: by the operator, and by the merchant (Alipay's cancellation notification)
     Operations(c).revoke("2021000000000902", "security test")
     assert stack.emulator.revoke(stack.creds.app_id, "2021000000000901")
@@ -330,6 +350,8 @@ def test_no_secret_in_logs_events_metrics_answers_or_the_table(capture, capfd):
         "Token Refreshed",
         "Token Refresh Failed",
         "Authorization Revoked",
+        "Token Rotation Unavailable",
+        "Alipay Message Received",
     }
     assert any(c.startswith("response GET /tokens/") for c in channels)
 

@@ -59,6 +59,8 @@ def _mutated(creds, **changes):
         ({"app_id": "abc"}, "numeric APPID"),
         ({"private_key": None}, "private_key is required"),
         ({"gateway": "ftp://x"}, "gateway must be"),
+        ({"gateway": "https://openapi.example.com/a path"}, "gateway must be"),  # the whole URL is checked
+        ({"gateway": "https://openapi.example.com/?x=1"}, "gateway must be"),
         ({"alipay_public_key": None}, "give alipay_public_key"),
         ({"colour": "blue"}, "unknown configuration fields: colour"),
         ({"encrypt_key": "short"}, "encrypt_key"),

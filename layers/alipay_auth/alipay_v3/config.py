@@ -60,6 +60,7 @@ _KNOWN_FIELDS = {
     "gateway",
     "app_public_key",
 }
+_GATEWAY_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")  # a base URL: no spaces, query or fragment
 _APP_ID = re.compile(r"[0-9]{6,32}")  # fullmatch: "$" would let a trailing newline through
 
 
@@ -68,7 +69,7 @@ def resolve_gateway(value: str | None) -> str:
     value = (value or "production").strip()
     if value in GATEWAYS:
         return GATEWAYS[value]
-    if not re.match(r"^https?://[^\s/]+", value):
+    if not _GATEWAY_URL.fullmatch(value):
         raise ConfigError(f"gateway must be 'production', 'sandbox' or an http(s) URL, not {value[:60]!r}")
     return value.rstrip("/")
 

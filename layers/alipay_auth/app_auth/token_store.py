@@ -102,6 +102,12 @@ def expiry_shard(auth_app_id: str) -> str:
     return f"EXPIRY#{_shard(auth_app_id)}"
 
 
+def _is_served() -> tuple[str, dict[str, Any]]:
+    """A condition that the item's status (``#s``) is one whose token is handed out, and its values."""
+    values = {f":served{n}": {"S": status.value} for n, status in enumerate(sorted(SERVED))}
+    return "(" + " OR ".join(f"#s = {name}" for name in values) + ")", values
+
+
 @dataclass(frozen=True)
 class Sealed:
     """The pairs as stored: opaque to everything but the store's cipher (absent in a listing)."""
@@ -456,16 +462,13 @@ class TokenStore:
     def mark_needs_reauth_if_current(self, auth_app_id: str, digest: str, reason: str) -> TokenRecord | None:
         """Alipay says the token with ``digest`` does not work: the merchant must authorize again.
         None when that token is no longer the stored one, or no longer served."""
-        served = {f":served{n}": {"S": status.value} for n, status in enumerate(sorted(SERVED))}
+        served, values = _is_served()
         try:
-            result = self._table.call(
-                "update_item",
-                Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
+            return self._update_if(
+                auth_app_id,
                 UpdateExpression="SET #s = :dead, last_error = :reason, updated_at = :now, #v = #v + :one "
                 "REMOVE due_shard, due_at, expiry_shard, lease_owner, lease_until",
-                ConditionExpression="token_digest = :digest AND ("
-                + " OR ".join(f"#s = {name}" for name in served)
-                + ")",
+                ConditionExpression=f"token_digest = :digest AND {served}",
                 ExpressionAttributeNames={"#s": "status", "#v": "version"},
                 ExpressionAttributeValues={
                     ":dead": {"S": NEEDS_REAUTH.value},
@@ -473,31 +476,37 @@ class TokenStore:
                     ":now": {"N": num(self._clock())},
                     ":one": {"N": "1"},
                     ":digest": {"S": digest},
-                    **served,
+                    **values,
                 },
-                ReturnValues="ALL_NEW",
             )
-        except ConditionFailed:
+        except NotFound:
             return None
-        return TokenRecord.from_item(result["Attributes"])
 
-    def claim(self, auth_app_id: str, isv_ref: str) -> TokenRecord | None:
-        """Tie an authorization that arrived with no reference to the ISV's customer ``isv_ref``;
-        None when it has a reference already (a claim never re-binds). ``NotFound`` when absent."""
+    def _update_if(self, auth_app_id: str, **update: Any) -> TokenRecord | None:
+        """A conditional update of the token item, returned as it is after; None when the item is
+        there but the condition did not hold, ``NotFound`` when there is no item."""
         try:
             result = self._table.call(
                 "update_item",
                 Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
-                UpdateExpression="SET isv_ref = :ref, updated_at = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(isv_ref)",
-                ExpressionAttributeValues={":ref": {"S": isv_ref}, ":now": {"N": num(self._clock())}},
                 ReturnValues="ALL_NEW",
+                **update,
             )
         except ConditionFailed as exc:
             if exc.existing is None:
                 raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
             return None
         return TokenRecord.from_item(result["Attributes"])
+
+    def claim(self, auth_app_id: str, isv_ref: str) -> TokenRecord | None:
+        """Tie an authorization that arrived with no reference to the ISV's customer ``isv_ref``;
+        None when it has a reference already (a claim never re-binds). ``NotFound`` when absent."""
+        return self._update_if(
+            auth_app_id,
+            UpdateExpression="SET isv_ref = :ref, updated_at = :now",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(isv_ref)",
+            ExpressionAttributeValues={":ref": {"S": isv_ref}, ":now": {"N": num(self._clock())}},
+        )
 
     def mark_revoked(self, auth_app_id: str, reason: str) -> TokenRecord:
         """Revocation is final until the merchant authorizes again; it leaves the due index."""
@@ -527,22 +536,14 @@ class TokenStore:
         if obtained_before is not None:
             condition += " AND obtained_at <= :before"
             values[":before"] = {"N": num(obtained_before)}
-        try:
-            result = self._table.call(
-                "update_item",
-                Key={"pk": {"S": token_pk(auth_app_id)}, "sk": {"S": "TOKEN"}},
-                UpdateExpression="SET #s = :revoked, last_error = :reason, updated_at = :now, #v = #v + :one "
-                "REMOVE due_shard, due_at, expiry_shard, lease_owner, lease_until",
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "status", "#v": "version"},
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-        except ConditionFailed as exc:
-            if exc.existing is None:
-                raise NotFound(f"no authorization stored for merchant app {auth_app_id}") from exc
-            return None
-        return TokenRecord.from_item(result["Attributes"])
+        return self._update_if(
+            auth_app_id,
+            UpdateExpression="SET #s = :revoked, last_error = :reason, updated_at = :now, #v = #v + :one "
+            "REMOVE due_shard, due_at, expiry_shard, lease_owner, lease_until",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "status", "#v": "version"},
+            ExpressionAttributeValues=values,
+        )
 
     # -- rotation ----------------------------------------------------------------------------------
     #
@@ -575,14 +576,14 @@ class TokenStore:
     def served_app_ids(self, segment: int, segments: int) -> Iterator[str]:
         """The served merchant apps in one of ``segments`` parts of the table (a parallel scan's
         segment): a slice of every token, different each time, that covers all of them in turn."""
-        served = {f":served{n}": {"S": status.value} for n, status in enumerate(sorted(SERVED))}
+        served, values = _is_served()
         kwargs: dict[str, Any] = {
             "Segment": segment,
             "TotalSegments": segments,
-            "FilterExpression": "#sk = :token AND (" + " OR ".join(f"#s = {name}" for name in served) + ")",
+            "FilterExpression": f"#sk = :token AND {served}",
             "ProjectionExpression": "#pk",
             "ExpressionAttributeNames": {"#sk": "sk", "#s": "status", "#pk": "pk"},
-            "ExpressionAttributeValues": {":token": {"S": "TOKEN"}, **served},
+            "ExpressionAttributeValues": {":token": {"S": "TOKEN"}, **values},
         }
         while True:
             page = self._table.call("scan", **kwargs)
@@ -614,8 +615,7 @@ class TokenStore:
         ``force`` (an operator's refresh) takes any served token, whether due or not."""
         now = self._clock()
         if force:
-            wanted = {f":served{n}": {"S": status.value} for n, status in enumerate(sorted(SERVED))}
-            status = "(" + " OR ".join(f"#s = {name}" for name in wanted) + ")"
+            status, wanted = _is_served()
         else:
             wanted, status = {":active": {"S": ACTIVE.value}}, "#s = :active AND due_at <= :now"
         condition = status + " AND (attribute_not_exists(lease_until) OR lease_until < :now)"
