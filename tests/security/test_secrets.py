@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from alipay_v3 import sign_notification
 from app_auth.links import StateSigner
 from app_auth.operations import Operations
-from app_auth.verification import Verified
 from app_auth.refresh import FAILED, REFRESHED, RefreshService
+from app_auth.verification import Verified
 from sandbox.emulator import Fault
 from sandbox.front import LambdaContext, load_function
 from tests.integration.stack_fixtures import Stack
