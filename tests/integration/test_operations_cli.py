@@ -487,3 +487,60 @@ def test_show_live_and_verify_ask_alipay_about_the_stored_token(stack, cli):
     assert stack.container.store.get_token("2021000000000702").status == "needs_reauth"
     assert [e["detail-type"] for e in stack.published_events()] == ["Reauthorization Needed"]
     assert stack.http.get(f"{stack.url}/tokens/2021000000000702", timeout=10).status_code == 409
+
+
+def _held_by_the_isv(stack, auth_app_id):
+    """An authorization the ISV got before this stack existed: granted at Alipay, stored elsewhere."""
+    code = stack.emulator.authority.issue_code(stack.creds.app_id, [auth_app_id])
+    [issued] = stack.emulator.authority.exchange_code(stack.creds.app_id, code)
+    return {
+        "auth_app_id": issued.auth_app_id,
+        "app_auth_token": issued.app_auth_token,
+        "app_refresh_token": issued.app_refresh_token,
+        "user_id": issued.user_id,
+        "re_expires_in": issued.re_expires_in,
+        "obtained_at": time.time() - 86400,
+    }
+
+
+def test_tokens_import_brings_what_the_isv_holds_checked_with_alipay(stack, cli, tmp_path):
+    # Given the ISV's export: two valid rows (one twice), one Alipay has replaced since, a malformed
+    # line, and a token Alipay never issued
+    stack.emulator.authority.grace_seconds = 0  # a replaced token stops working at once
+    valid = [_held_by_the_isv(stack, "2021000000000781"), _held_by_the_isv(stack, "2021000000000782")]
+    replaced = _held_by_the_isv(stack, "2021000000000783")
+    _held_by_the_isv(stack, "2021000000000783")
+    made_up = {**valid[0], "auth_app_id": "2021000000000784", "app_auth_token": "202511BB" + "7" * 32}
+    rows = [{**valid[0], "isv_ref": "cust-1"}, valid[1], replaced, "{not json", made_up, valid[1]]
+    path = tmp_path / "tokens.jsonl"
+    path.write_text(
+        "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8"
+    )
+    # When it is readable by others  Then it is refused, saying how to fix it
+    path.chmod(0o644)
+    code, _, err = cli("tokens", "import", str(path))
+    assert code == EXIT_USAGE and "chmod 600" in err
+    path.chmod(0o600)
+    # When it is imported
+    code, report = cli.json("tokens", "import", str(path))
+    # Then the valid rows are served, the others reported by line, no token printed
+    assert code == EXIT_FAILED
+    assert report["counts"] == {"imported": 2, "invalid": 3, "already_stored": 1}
+    assert {e["line"]: e["reason"] for e in report["invalid"]} == {
+        3: "Alipay says the token is invalid",
+        4: "not a JSON object",
+        5: "Alipay holds no such token",
+    }
+    read = stack.http.get(f"{stack.url}/tokens/2021000000000781", timeout=10).json()
+    assert read["app_auth_token"] == valid[0]["app_auth_token"] and read["isv_ref"] == "cust-1"
+    assert stack.http.get(f"{stack.url}/tokens/2021000000000784", timeout=10).status_code == 404
+    events = stack.published_events()
+    assert [(e["detail-type"], e["detail"]["via"]) for e in events] == [
+        ("Authorization Granted", "import")
+    ] * 2
+    assert valid[0]["app_auth_token"] not in json.dumps(report) + json.dumps(events)
+    # And a second run changes nothing and asks Alipay only about the rows not stored
+    calls = stack.emulator.requests_received
+    code, again = cli.json("tokens", "import", str(path))
+    assert again["counts"] == {"already_stored": 3, "invalid": 3}
+    assert stack.emulator.requests_received - calls == 2  # the replaced and the made-up token

@@ -21,8 +21,10 @@ import io
 import json
 import logging
 import secrets as random_secrets
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -270,6 +272,16 @@ def run_every_flow(capture: Capture, refresher_module: Any) -> None:
     signed = sign_notification(message, stack.creds.alipay_key)
     assert stack.http.post(f"{stack.url}/notify", data=signed, timeout=10).text == "success"
 
+    # An import of an authorization held before the stack (the file's tokens are secrets too)
+    code = stack.emulator.issue_code(stack.creds.app_id, merchant_app_ids=["2021000000000904"])
+    [held] = stack.emulator.authority.exchange_code(stack.creds.app_id, code)
+    with tempfile.TemporaryDirectory() as folder:
+        rows = Path(folder) / "tokens.jsonl"
+        fields = {k: v for k, v in dataclasses.asdict(held).items() if k != "expires_in"}
+        rows.write_text(json.dumps({**fields, "isv_ref": "held-1"}) + "\n", encoding="utf-8")
+        assert Operations(c).import_file(rows).counts == {"imported": 1}
+    assert get("/tokens/2021000000000904").status_code == 200
+
     # Revocation: by the operator, and by the merchant (Alipay's cancellation notification)
     Operations(c).revoke("2021000000000902", "security test")
     assert stack.emulator.revoke(stack.creds.app_id, "2021000000000901")
@@ -362,6 +374,7 @@ def test_no_secret_in_logs_events_metrics_answers_or_the_table(capture, capfd):
     assert {f.channel for f in scan(channels, handed_out)} == {
         "response GET /tokens/2021000000000901",
         "response GET /tokens/2021000000000902",
+        "response GET /tokens/2021000000000904",  # the imported one
     }
 
     assert scan(channels, secrets) == []
@@ -373,7 +386,7 @@ def assert_token_fields_are_ciphertext(stack: Stack, secrets: list[Secret]) -> N
     secrets = [s for s in secrets if "token" in s.name or "code" in s.name]
     items = stack.table_items()
     tokens = [i for i in items if i["sk"]["S"] == "TOKEN"]
-    assert len(tokens) == 2
+    assert len(tokens) == 3  # two authorized here, one imported
     for item in tokens:
         for name in ("current", "previous"):
             if name in item:  # a sealed envelope: ciphertext and nonce, binary; a key version beside them

@@ -9,8 +9,8 @@ Each route has its own reason to hold back (``_RouteRule``, asked again after a 
   inside the margin two clocks may disagree by or without a time, Alipay's query (does this token
   work?). Alipay retries a notification for hours: a late one never brings back the pair we hold,
   nor the one we replaced, nor undoes a cancellation made after its grant;
-* a replayed (parked) result never rolls back a token obtained later, nor undoes a revocation
-  made after it.
+* a replayed (parked) result, or an imported one, never rolls back a token obtained later, nor
+  undoes a revocation made after it.
 
 A route that brings no reference (a notification, a stateless callback) keeps the stored one; one
 that brings another announces the change (``Authorization Reference Changed``).
@@ -45,6 +45,7 @@ class Route(StrEnum):
     CALLBACK = "callback"
     NOTIFICATION = "notification"
     REPLAY = "replay"
+    IMPORT = "import"  # an authorization the ISV held before this stack, checked with Alipay
 
 
 class Grants:
@@ -69,6 +70,7 @@ class Grants:
         granted_at: float | None = None,
         key: DataKey | None = None,
         out_biz_no: str | None = None,
+        due_at: float | None = None,
     ) -> TokenRecord | None:
         """Store ``token`` unless what is stored supersedes it; None when it was held back.
 
@@ -78,7 +80,7 @@ class Grants:
         failed: nothing is decided on a guess."""
         rule = _RouteRule(token, via, isv_ref, granted_at, self._query)
         record = self._store.save_authorization(
-            token, isv_app_id=isv_app_id, admission=rule, key=key, out_biz_no=out_biz_no
+            token, isv_app_id=isv_app_id, admission=rule, key=key, out_biz_no=out_biz_no, due_at=due_at
         )
         if record is None:
             return None

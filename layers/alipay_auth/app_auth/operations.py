@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,6 +25,7 @@ from . import events
 from .authorize import SOURCE, CallbackResult
 from .container import Container
 from .errors import AppAuthError, InvalidRequest, StorageError
+from .importing import Importer, ImportReport, read_rows
 from .links import StateSigner, check_isv_ref
 from .refresh import RefreshOutcome
 from .replay import ReplaySummary as ReplaySummary  # re-exported: the CLI reads it from here
@@ -100,6 +102,26 @@ class Operations:
         ids = list(auth_app_ids) or [r.auth_app_id for r in self.store.list_tokens() if r.status in SERVED]
         return self.container.refresher.verifier.verify_all(
             ids, workers=self.container.refresher.policy.concurrency, progress=progress
+        )
+
+    def import_file(
+        self, path: Path, *, dry_run: bool = False, progress: Callable[[ImportReport], None] | None = None
+    ) -> ImportReport:
+        """Bring the authorizations in ``path`` (JSON Lines, or CSV with a header), each checked
+        with Alipay at the refresher's pace and recorded through the grant rules (``Importer``)."""
+        importer = Importer(
+            self.store,
+            self.container.grants,
+            self.container.refresher.token_api,
+            lambda: self.container.secrets.alipay_config().app_id,
+            self.settings.schedule,
+            clock=self._clock,
+        )
+        return importer.run(
+            read_rows(path),
+            dry_run=dry_run,
+            workers=self.container.refresher.policy.concurrency,
+            progress=progress,
         )
 
     # -- changing one token ------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from .errors import (
     NotFound,
     StorageError,
 )
+from .importing import ImportReport
 from .local_stack import (
     LOCAL_STACK_FILE,
     LOCAL_STACK_FILE_VARIABLE,
@@ -363,6 +364,20 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     verified.add_argument("app_ids", nargs="*", metavar="APP_ID", help="merchant apps (default with --all)")
     verified.add_argument("--all", action="store_true", help="every token still served")
+    imported = command(
+        token_commands,
+        "import",
+        "bring the authorizations you already hold (JSON Lines, or CSV with a header: auth_app_id, "
+        "app_auth_token, app_refresh_token, optional user_id, isv_ref, re_expires_in or "
+        "refresh_token_expires_at, obtained_at): each checked with Alipay, a newer one never overwritten; "
+        "run it again after an interruption",
+        _tokens_import,
+    )
+    imported.add_argument("file", metavar="FILE", type=Path, help="the rows; keep it mode 0600")
+    imported.add_argument("--dry-run", action="store_true", help="check every row with Alipay, write nothing")
+    imported.add_argument(
+        "--allow-world-readable", action="store_true", help="read a file that others may read too"
+    )
     claimed = command(
         token_commands,
         "claim",
@@ -765,6 +780,48 @@ def _tokens_claim(args: argparse.Namespace, target: Target) -> int:
     record = _operations(target).claim(args.app_id, args.ref)
     _emit(args, record_dict(record), f"{record.auth_app_id} is tied to {record.isv_ref}")
     return EXIT_OK
+
+
+def _tokens_import(args: argparse.Namespace, target: Target) -> int:
+    path: Path = args.file
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise Failure(EXIT_USAGE, f"cannot read {path}: {exc.strerror}") from None
+    if mode & 0o077 and not args.allow_world_readable:
+        raise Failure(
+            EXIT_USAGE,
+            f"{path} holds tokens and others may read it (mode {mode:04o}): `chmod 600 {path}` first, "
+            "or give --allow-world-readable",
+        )
+    say = args.console.progress
+    started = time.monotonic()
+
+    def progress(report: ImportReport) -> None:
+        if report.rows % 100 == 0:
+            rate = report.rows / max(time.monotonic() - started, 1e-6)
+            say(
+                f"{report.rows} rows ({rate:.1f}/s): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
+            )
+
+    report = _operations(target).import_file(path, dry_run=args.dry_run, progress=progress)
+    lines = [
+        f"{'would import' if args.dry_run and k == 'imported' else k}: {v}"
+        for k, v in sorted(report.counts.items())
+    ]
+    lines += [
+        f"line {e['line']}: {e.get('auth_app_id') or '-'}: {e['reason']}"
+        for e in report.invalid + report.failed
+    ]
+    if report.expiring:
+        lines.append(
+            f"{len(report.expiring)} with a refresh token near its end: rotated first, served while valid"
+        )
+    if not args.dry_run:
+        lines.append(f"done; delete the file safely: shred -u {path}")
+    _emit(args, report.as_dict(), "\n".join(lines) or "no rows")
+    return EXIT_OK if not report.invalid and not report.failed else EXIT_FAILED
 
 
 def _tokens_verify(args: argparse.Namespace, target: Target) -> int:

@@ -28,9 +28,9 @@ class RotationSchedule:
         wait = max(life - self.lead_seconds, life / 2)
         if self.max_age_seconds:
             wait = min(wait, self.max_age_seconds)
-        return obtained_at + wait - min(self.jitter_seconds, wait / 10) * _fraction(auth_app_id)
+        return obtained_at + wait - min(self.jitter_seconds, wait / 10) * fraction_of(auth_app_id)
 
 
-def _fraction(auth_app_id: str) -> float:
+def fraction_of(auth_app_id: str) -> float:
     """A number in [0, 1) fixed by the merchant app: spreads apps evenly, moves no app between runs."""
     return int.from_bytes(hashlib.sha256(auth_app_id.encode()).digest()[:8], "big") / 2**64
