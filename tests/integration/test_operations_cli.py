@@ -544,3 +544,35 @@ def test_tokens_import_brings_what_the_isv_holds_checked_with_alipay(stack, cli,
     code, again = cli.json("tokens", "import", str(path))
     assert again["counts"] == {"already_stored": 3, "invalid": 3}
     assert stack.emulator.requests_received - calls == 2  # the replaced and the made-up token
+
+
+def test_export_then_import_round_trips(stack, cli, tmp_path):
+    # Given two authorizations
+    authorize(stack)
+    authorize(stack, "2021000000000702", ref="shop-8")
+    tokens = {app: current_token(stack, app) for app in (MERCHANT, "2021000000000702")}
+    # When they are exported without and with their tokens
+    bare, full = tmp_path / "bare.jsonl", tmp_path / "full.jsonl"
+    assert cli("tokens", "export", "--output", str(bare))[0] == EXIT_OK
+    assert cli("tokens", "export", "--output", str(full), "--include-secrets")[0] == EXIT_OK
+    # Then each file is private, and only the one asked for holds tokens
+    assert bare.stat().st_mode & 0o777 == full.stat().st_mode & 0o777 == 0o600
+    assert not any(t in bare.read_text() for t in tokens.values())
+    assert all(t in full.read_text() for t in tokens.values())
+    assert [e["detail-type"] for e in stack.published_events()] == ["Authorization Exported"] * 2
+    code, _, err = cli("tokens", "export", "--output", str(full))
+    assert code == EXIT_USAGE and "exists" in err  # never overwrites
+    # When the authorizations are gone from the table (a new stack) and the export is imported
+    dynamodb = stack.aws.client("dynamodb")
+    for app in tokens:
+        dynamodb.delete_item(
+            TableName=stack.container.settings.table_name,
+            Key={"pk": {"S": f"APP#{app}"}, "sk": {"S": "TOKEN"}},
+        )
+    code, report = cli.json("tokens", "import", str(full))
+    # Then every one is back, served with its reference
+    assert code == EXIT_OK and report["counts"] == {"imported": 2}
+    for app, token in tokens.items():
+        read = stack.http.get(f"{stack.url}/tokens/{app}", timeout=10).json()
+        assert read["app_auth_token"] == token
+    assert stack.container.store.get_token("2021000000000702").isv_ref == "shop-8"

@@ -22,6 +22,7 @@ REFRESH_FAILED = "Token Refresh Failed"
 RECOVERED = "Token Refresh Recovered"
 NEEDS_REAUTHORIZATION = "Reauthorization Needed"
 REFERENCE_CHANGED = "Authorization Reference Changed"
+EXPORTED = "Authorization Exported"  # an operator wrote the stored authorizations to a file
 QUARANTINED = "Token Quarantined"
 ROTATION_UNAVAILABLE = "Token Rotation Unavailable"
 CONFIGURATION_ERROR = "Configuration Error"
@@ -43,7 +44,9 @@ _ALLOWED_DETAIL = frozenset(
         "at",
         "via",
         "reauthorized",
-        "out_biz_no",  # the ISV's own number for an invitation, as Alipay passed it back  # a grant that replaced a stored one (the merchant authorized again)
+        "out_biz_no",  # the ISV's own number for an invitation, as Alipay passed it back
+        "count",
+        "include_secrets",  # a grant that replaced a stored one (the merchant authorized again)
         "method",  # Alipay's msg_method or notify_type
         "notify_id",
         "biz_content",  # of messages that are not ours (never an authorization's, which holds tokens)

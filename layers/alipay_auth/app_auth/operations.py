@@ -10,6 +10,7 @@ method that opened them.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -123,6 +124,34 @@ class Operations:
             workers=self.container.refresher.policy.concurrency,
             progress=progress,
         )
+
+    def export(self, path: Path, *, include_secrets: bool = False) -> int:
+        """Write every served authorization to ``path`` (a new file, mode 0600) as JSON Lines in the
+        rows ``import_file`` reads: with ``include_secrets`` the token values too (a backup, or a
+        move to another stack), else only what identifies each. Announced, never with a token."""
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise InvalidRequest(f"{path} exists: give a new file", code="file-exists") from None
+        count = 0
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            for record in self.store.list_tokens():
+                if record.status not in SERVED:
+                    continue
+                row: dict[str, Any] = {
+                    "auth_app_id": record.auth_app_id,
+                    "user_id": record.user_id or None,
+                    "isv_ref": record.isv_ref,
+                    "re_expires_in": record.re_expires_in,
+                    "obtained_at": record.obtained_at,
+                }
+                if include_secrets:
+                    pair = self.store.open_current(self.store.get_token(record.auth_app_id))
+                    row.update(app_auth_token=pair.app_auth_token, app_refresh_token=pair.app_refresh_token)
+                out.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")
+                count += 1
+        self.container.publisher.publish(events.EXPORTED, count=count, include_secrets=include_secrets)
+        return count
 
     # -- changing one token ------------------------------------------------------------------------
 

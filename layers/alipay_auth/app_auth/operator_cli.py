@@ -374,6 +374,16 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         _tokens_import,
     )
     imported.add_argument("file", metavar="FILE", type=Path, help="the rows; keep it mode 0600")
+    exported = command(
+        token_commands,
+        "export",
+        "write the served authorizations to a new file (JSON Lines, mode 0600) that tokens import reads",
+        _tokens_export,
+    )
+    exported.add_argument("--output", required=True, type=Path, metavar="FILE", help="a new file")
+    exported.add_argument(
+        "--include-secrets", action="store_true", help="also the token values (a backup, or a move)"
+    )
     imported.add_argument("--dry-run", action="store_true", help="check every row with Alipay, write nothing")
     imported.add_argument(
         "--allow-world-readable", action="store_true", help="read a file that others may read too"
@@ -822,6 +832,21 @@ def _tokens_import(args: argparse.Namespace, target: Target) -> int:
         lines.append(f"done; delete the file safely: shred -u {path}")
     _emit(args, report.as_dict(), "\n".join(lines) or "no rows")
     return EXIT_OK if not report.invalid and not report.failed else EXIT_FAILED
+
+
+def _tokens_export(args: argparse.Namespace, target: Target) -> int:
+    count = _operations(target).export(args.output, include_secrets=args.include_secrets)
+    what = (
+        "with their tokens: keep it as you would the keys; shred -u it when done"
+        if args.include_secrets
+        else "without tokens"
+    )
+    _emit(
+        args,
+        {"exported": count, "file": str(args.output)},
+        f"{count} authorization(s) written to {args.output}, {what}",
+    )
+    return EXIT_OK
 
 
 def _tokens_verify(args: argparse.Namespace, target: Target) -> int:
