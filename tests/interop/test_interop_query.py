@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,9 +27,11 @@ from alipay_v3 import (
     TokenApi,
 )
 from sandbox.credentials import DevCredentials
-from sandbox.emulator import Emulator
+from tests.interop.emulator_run import GRACE_SECONDS, Mode, Running, running, sdk_curl
 from tests.interop.exchange import Case, build_response, compare_requests, run_sdk
-from tests.interop.nodesdk import ConfigCache, Oracle, sdk_config
+from tests.interop.nodesdk import ConfigCache, Oracle
+
+__all__ = ["running"]  # a fixture, used by name
 
 pytestmark = pytest.mark.interop
 
@@ -46,7 +46,6 @@ ANSWER = {
     "expires_in": 31536000,
     "is_by_app_auth": True,
 }
-GRACE_SECONDS = 60.0
 
 
 def query_case(index: int, *, cert_mode: bool, aes: bool, pkcs8: bool, pem: bool) -> Case:
@@ -122,66 +121,23 @@ def test_our_query_request_is_the_sdks_byte_for_byte(
 # --- the SDK's own client against the emulator ----------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclasses.dataclass
-class Running:
-    emulator: Emulator
-    url: str
-    clock: FakeClock
-
-
-@pytest.fixture(scope="module")
-def running(credential_sets: list[DevCredentials]) -> Iterator[Running]:
-    clock = FakeClock()
-    emulator = Emulator(grace_seconds=GRACE_SECONDS, clock=clock)
-    for creds in credential_sets:
-        emulator.register_app(creds)
-    url = emulator.start()
-    try:
-        yield Running(emulator, url, clock)
-    finally:
-        emulator.stop()
-
-
-def sdk_curl(
-    oracle: Oracle,
-    running: Running,
-    creds: DevCredentials,
-    cert_mode: bool,
-    method: str,
-    path: str,
-    **options: Any,
-) -> dict[str, Any]:
-    config = sdk_config(creds, cert_mode=cert_mode, aes=False, pkcs8=False, pem=True, endpoint=running.url)
-    result: dict[str, Any] = oracle.call(
-        "curl",
-        config=config,
-        method=method,
-        path=path,
-        nonce=str(uuid.uuid4()),
-        timestamp=int(running.clock() * 1000),  # the emulator checks timestamps against its own clock
-        **options,
-    )
-    return result
+KEY_MODE = Mode("key", cert_mode=False, aes=False, pkcs8=False, pem=True)
+CERT_MODE = Mode("cert", cert_mode=True, aes=False, pkcs8=False, pem=True)
 
 
 def sdk_query(
     oracle: Oracle, running: Running, creds: DevCredentials, cert_mode: bool, token: str
 ) -> dict[str, Any]:
-    return sdk_curl(oracle, running, creds, cert_mode, "GET", QUERY_PATH, query={"app_auth_token": token})
+    mode = CERT_MODE if cert_mode else KEY_MODE
+    return sdk_curl(oracle, running, creds, mode, "GET", QUERY_PATH, query={"app_auth_token": token})
 
 
 def sdk_grant(
     oracle: Oracle, running: Running, creds: DevCredentials, cert_mode: bool, **body: str
 ) -> dict[str, Any]:
-    outcome = sdk_curl(oracle, running, creds, cert_mode, "POST", TOKEN_PATH, body=body)
+    outcome = sdk_curl(
+        oracle, running, creds, CERT_MODE if cert_mode else KEY_MODE, "POST", TOKEN_PATH, body=body
+    )
     assert outcome["ok"], outcome
     data: dict[str, Any] = outcome["data"]
     return data

@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from alipay_v3 import AlipayApiError, AlipayError, AppAuthorization, AppToken
+from alipay_v3 import AlipayError, AppAuthorization, AppToken
 
 from . import events
 from .crypto import DataKey
 from .errors import AlipayUnavailable, AppAuthError
 from .token_store import REVOKED, SERVED, TokenRecord, TokenStore, token_digest
+from .verification import alipay_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +162,10 @@ class _RouteRule:
         if self.query is None:
             return False
         if self._works is None:
-            try:
-                self._works = self.query(self.token.app_auth_token).valid
-            except AlipayApiError as exc:
-                if not (exc.token_gone and exc.verified):
-                    raise AlipayUnavailable(
-                        f"Alipay could not say whether the token works ({exc.code})"
-                    ) from exc
-                self._works = False
-            except AlipayError as exc:
-                raise AlipayUnavailable(f"Alipay could not say whether the token works ({exc.code})") from exc
+            verdict = alipay_verdict(self.query, self.token.app_auth_token, self.token.auth_app_id)
+            if verdict.works is None:
+                raise AlipayUnavailable(f"Alipay could not say whether the token works ({verdict.code})")
+            self._works = verdict.works
         return self._works
 
     def isv_ref(self, existing: TokenRecord | None) -> str | None:

@@ -26,13 +26,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from alipay_v3 import AlipayApiError, AlipayError, AppToken, TokenApi
+from alipay_v3 import AlipayError, AppToken, TokenApi
 
-from .errors import AppAuthError, ConfigurationRefused, InvalidRequest
+from .errors import AppAuthError, InvalidRequest
 from .grants import Grants, Route
 from .links import check_isv_ref
 from .schedule import DAY, RotationSchedule, fraction_of
 from .token_store import TokenStore, token_digest
+from .verification import alipay_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -231,20 +232,17 @@ class Importer:
             return Imported.ALREADY_STORED, None
         if stored is not None and stored.obtained_at >= token.obtained_at:
             return Imported.KEPT_NEWER, "a token obtained later is stored"
-        try:
-            answer = self._token_api().query(token.app_auth_token)
-        except AlipayApiError as exc:
-            if exc.configuration_error:
-                raise ConfigurationRefused(exc.code) from exc
-            if exc.token_gone and exc.verified:
-                return Imported.INVALID, "Alipay holds no such token"
-            return Imported.FAILED, f"Alipay could not say ({exc.code})"
-        except AlipayError as exc:
-            return Imported.FAILED, f"Alipay could not say ({exc.code})"
-        if answer.auth_app_id != token.auth_app_id:
+        verdict = alipay_verdict(self._token_api().query, token.app_auth_token, token.auth_app_id)
+        answer = verdict.answer
+        if answer is not None and answer.auth_app_id != token.auth_app_id:
             return Imported.INVALID, f"the token is merchant app {answer.auth_app_id}'s"
-        if not answer.valid:
-            return Imported.INVALID, "Alipay says the token is invalid"
+        if verdict.works is None:
+            return Imported.FAILED, f"Alipay could not say ({verdict.code})"
+        if not verdict.works or answer is None:
+            return (
+                Imported.INVALID,
+                "Alipay says the token is invalid" if answer else "Alipay holds no such token",
+            )
         if dry_run:
             return Imported.IMPORTED, None
         try:

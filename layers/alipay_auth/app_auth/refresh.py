@@ -51,7 +51,7 @@ from .schedule import DAY
 from .settings import Settings
 from .table import ConditionFailed
 from .token_store import TokenPair, TokenRecord, TokenStatus, TokenStore, token_digest
-from .verification import Verified, Verifier
+from .verification import Verified, Verifier, alipay_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -317,19 +317,10 @@ class RefreshService:
         or cancels (docs/alipay-v3-protocol.md section 8.1), and Alipay's query says which it is.
         Only its word that the token is invalid, or gone, makes the merchant ``needs_reauth``; when
         the query itself fails, the token backs off and is asked about again: never a guess."""
-        try:
-            answer = self.token_api().query(pair.app_auth_token)
-        except AlipayApiError as exc:
-            if exc.configuration_error:
-                raise ConfigurationRefused(exc.code) from exc
-            if exc.token_gone and exc.verified:
-                return self._failed(record, error_code, sink, leave_as=TokenStatus.NEEDS_REAUTH)
-            return self._failed(record, exc.code, sink)
-        except AlipayError as exc:
-            return self._failed(record, exc.code, sink)
-        if answer.auth_app_id != record.auth_app_id:  # not an answer about this token: ask again later
-            return self._failed(record, "query-answered-for-another-app", sink)
-        leave_as = TokenStatus.ROTATION_UNAVAILABLE if answer.valid else TokenStatus.NEEDS_REAUTH
+        verdict = alipay_verdict(self.token_api().query, pair.app_auth_token, record.auth_app_id)
+        if verdict.works is None:
+            return self._failed(record, verdict.code, sink)
+        leave_as = TokenStatus.ROTATION_UNAVAILABLE if verdict.works else TokenStatus.NEEDS_REAUTH
         return self._failed(record, error_code, sink, leave_as=leave_as)
 
     def _failed(

@@ -16,13 +16,39 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from alipay_v3 import AlipayApiError, AlipayError, TokenApi
+from alipay_v3 import AlipayApiError, AlipayError, AppAuthorization, TokenApi
 
 from . import events
 from .errors import AppAuthError, ConfigurationRefused, NotFound
 from .token_store import SERVED, TokenStore, token_digest
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Alipay's word on one token: it works (True), it does not (False: invalid, or unknown to
+    Alipay, signed), or Alipay could not say (None, ``code`` says why)."""
+
+    works: bool | None
+    answer: AppAuthorization | None = None
+    code: str = ""
+
+
+def alipay_verdict(query: Callable[[str], AppAuthorization], token: str, auth_app_id: str) -> Verdict:
+    """The one reading of token/app/query's answers, for every decision that waits on it;
+    ``ConfigurationRefused`` when Alipay refuses this service itself (every answer would be alike)."""
+    try:
+        answer = query(token)
+    except AlipayApiError as exc:
+        if exc.configuration_error:
+            raise ConfigurationRefused(exc.code) from exc
+        return Verdict(False if exc.token_gone and exc.verified else None, code=exc.code)
+    except AlipayError as exc:
+        return Verdict(None, code=exc.code)
+    if answer.auth_app_id != auth_app_id:  # not an answer about this merchant's token
+        return Verdict(None, answer, "query-answered-for-another-app")
+    return Verdict(answer.valid, answer, "" if answer.valid else "token-invalid")
 
 
 class Verified(StrEnum):
@@ -65,28 +91,18 @@ class Verifier:
         except AppAuthError as exc:
             logger.warning("merchant app %s could not be read for verification: %s", auth_app_id, exc.code)
             return Verified.FAILED
-        try:
-            answer = self._token_api().query(token)
-        except AlipayApiError as exc:
-            if exc.configuration_error:
-                raise ConfigurationRefused(exc.code) from exc
-            if exc.token_gone and exc.verified:
-                return self._dead(auth_app_id, token, exc.code, sink)
-            logger.warning("verification of %s failed: %s", auth_app_id, exc.code)
+        verdict = alipay_verdict(self._token_api().query, token, auth_app_id)
+        if verdict.works is None:
+            logger.warning("verification of %s failed: %s", auth_app_id, verdict.code)
             return Verified.FAILED
-        except AlipayError as exc:
-            logger.warning("verification of %s failed: %s", auth_app_id, exc.code)
-            return Verified.FAILED
-        if answer.auth_app_id != auth_app_id:
-            logger.warning("Alipay answered about %s when asked about %s", answer.auth_app_id, auth_app_id)
-            return Verified.FAILED
-        try:
-            if not self._store.record_check(auth_app_id, token, answer):
-                return Verified.REPLACED
-        except AppAuthError as exc:
-            logger.warning("verification of %s could not be stored: %s", auth_app_id, exc.code)
-            return Verified.FAILED
-        return Verified.VALID if answer.valid else self._dead(auth_app_id, token, "token-invalid", sink)
+        if verdict.answer is not None:
+            try:
+                if not self._store.record_check(auth_app_id, token, verdict.answer):
+                    return Verified.REPLACED
+            except AppAuthError as exc:
+                logger.warning("verification of %s could not be stored: %s", auth_app_id, exc.code)
+                return Verified.FAILED
+        return Verified.VALID if verdict.works else self._dead(auth_app_id, token, verdict.code, sink)
 
     def verify_all(
         self,
