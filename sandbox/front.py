@@ -121,6 +121,7 @@ def _match(template: str, path: str) -> dict[str, str] | None:
 IAM_ROUTES = ("/links", "/tokens/")
 MAX_BODY = 1024 * 1024  # API Gateway's payload limit is larger; nothing of ours needs more
 DISCARD_AT_MOST = 16 * MAX_BODY  # of a body refused for its size; beyond, the connection just closes
+READ_TIMEOUT_SECONDS = 30.0  # API Gateway's own integration limit
 
 
 @dataclass
@@ -219,6 +220,7 @@ class Front:
         class RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body are two writes: see sandbox.emulator.server
+            timeout = READ_TIMEOUT_SECONDS  # a client that stops sending loses its connection, not a thread
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the query string carries codes: never log request lines
@@ -231,7 +233,12 @@ class Front:
                     length -= len(chunk)
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
+                declared = self.headers.get("Content-Length") or "0"
+                if not declared.isdigit():  # negative, or not a number: no body can be read by it
+                    self.send_error(400, "Bad Content-Length")
+                    self.close_connection = True
+                    return
+                length = int(declared)
                 if length > MAX_BODY:
                     # Take what the client sends before answering, as a gateway does: closing on a
                     # client still sending shows it a broken pipe instead of our 413.

@@ -234,6 +234,8 @@ def test_a_dead_grant_leaves_the_schedule(store: TokenStore, clock: Clock) -> No
 def test_mark_revoked(store: TokenStore, clock: Clock) -> None:
     store.save_authorization(token(), isv_app_id="isv", admission=Replace("shop"), due_at=clock.now - 1)
     revoked = store.mark_revoked("2088A", "cancelled " * 40)
+    assert revoked is not None
+    assert store.mark_revoked("2088A", "again") is None  # revoked already: nothing changes
     assert (revoked.status, revoked.version, revoked.due_at, revoked.isv_ref) == (REVOKED, 2, None, "shop")
     assert revoked.last_error is not None and len(revoked.last_error) == 200
     assert list(store.due_app_ids(clock.now)) == []

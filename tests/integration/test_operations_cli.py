@@ -576,3 +576,22 @@ def test_export_then_import_round_trips(stack, cli, tmp_path):
         read = stack.http.get(f"{stack.url}/tokens/{app}", timeout=10).json()
         assert read["app_auth_token"] == token
     assert stack.container.store.get_token("2021000000000702").isv_ref == "shop-8"
+
+
+def test_small_frictions_a_new_operator_hit(stack, cli):
+    authorize(stack)
+    # A revocation said twice changes nothing the second time: reason and version stay
+    assert cli("tokens", "revoke", MERCHANT, "--reason", "contract ended")[0] == EXIT_OK
+    before = stack.container.store.get_token(MERCHANT)
+    code, out, _ = cli("tokens", "revoke", MERCHANT, "--reason", "again")
+    after = stack.container.store.get_token(MERCHANT)
+    assert code == EXIT_OK and "revoked already (contract ended)" in out
+    assert (after.version, after.last_error) == (before.version, "contract ended")
+    assert [e["detail-type"] for e in stack.published_events()] == ["Authorization Revoked"]
+    # Something that is no app id is a usage mistake (2), not a missing authorization (3)
+    with pytest.raises(SystemExit) as refused:  # argparse's own exit, as from a shell
+        cli("tokens", "show", "abc")
+    assert refused.value.code == EXIT_USAGE
+    # An unknown merchant app is said before anything claims to be calling Alipay
+    code, _, err = cli("tokens", "refresh", "2021000000000799")
+    assert code == EXIT_NOT_FOUND and "at Alipay" not in err

@@ -11,12 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from sandbox import front as front_module
 from sandbox.front import HttpApi
 from tests.security.conftest import assert_refused, bounded, invoke, traces
 
@@ -312,6 +314,24 @@ def test_an_oversized_body_gets_a_readable_413(stack):
         assert connection.getresponse().status == 413
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("length", ["-1", "12abc", "1e3"])
+def test_a_content_length_that_is_no_length_gets_a_400_and_the_front_lives_on(stack, length):
+    host, port = urlsplit(stack.url).hostname, urlsplit(stack.url).port
+    with socket.create_connection((host, port), timeout=10) as raw:
+        raw.sendall(f"POST /links HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode())
+        assert raw.recv(200).split(b" ")[1] == b"400"
+    assert stack.http.get(f"{stack.url}/authorize", timeout=10).status_code == 400  # still serving
+
+
+def test_a_client_that_stops_sending_loses_its_connection(monkeypatch):
+    monkeypatch.setattr(front_module, "READ_TIMEOUT_SECONDS", 0.5)
+    with front_module.Front(lambda event, context: {"statusCode": 200, "body": ""}) as front:
+        host, port = urlsplit(front.url).hostname, urlsplit(front.url).port
+        with socket.create_connection((host, port), timeout=30) as raw:
+            raw.sendall(b"POST /links HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+            assert raw.recv(100) == b""  # closed by the front, not a thread left waiting forever
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -67,10 +67,10 @@ def record(**overrides: Any) -> TokenRecord:
 
 def test_options_go_before_or_after_the_command():
     parser = build_parser()
-    before = parser.parse_args(["--local", "--json", "tokens", "show", "2021"])
-    after = parser.parse_args(["tokens", "show", "2021", "--local", "--json", "-q"])
+    before = parser.parse_args(["--local", "--json", "tokens", "show", "2021000000000099"])
+    after = parser.parse_args(["tokens", "show", "2021000000000099", "--local", "--json", "-q"])
     for args in (before, after):
-        assert args.local and args.json and args.app_id == "2021" and args.needs_stack
+        assert args.local and args.json and args.app_id == "2021000000000099" and args.needs_stack
     assert after.quiet and not before.quiet
     assert parser.parse_args(["--stack", "prod", "replay"]).stack == "prod"
     assert parser.parse_args(["replay", "--stack", "prod"]).max_messages == 100

@@ -134,7 +134,8 @@ class NotificationService:
             return
         if record is None:
             logger.info(
-                "cancellation for merchant app %s is older than its stored authorization", auth_app_id
+                "cancellation for merchant app %s changes nothing: revoked already, or authorized since",
+                auth_app_id,
             )
             return
         self.publisher.publish(

@@ -155,8 +155,9 @@ class Operations:
 
     # -- changing one token ------------------------------------------------------------------------
 
-    def refresh(self, auth_app_id: str) -> RefreshResult:
-        """Rotate now, whether due or not; the same leased, fenced rotation the schedule runs."""
+    def refresh(self, auth_app_id: str, *, starting: Callable[[], None] | None = None) -> RefreshResult:
+        """Rotate now, whether due or not; the same leased, fenced rotation the schedule runs.
+        ``starting`` is told once the token is found and may be refreshed, before Alipay is called."""
         before = self.store.get_token(auth_app_id)
         if before.status not in SERVED:
             raise InvalidRequest(
@@ -164,6 +165,8 @@ class Operations:
                 "refreshed (the merchant must authorize again)",
                 code="not-active",
             )
+        if starting is not None:
+            starting()
         outcome = self.container.refresher.refresh_one(auth_app_id, force=True)
         return RefreshResult(outcome, before, self.store.get_token(auth_app_id))
 
@@ -186,9 +189,12 @@ class Operations:
         )
         return record
 
-    def revoke(self, auth_app_id: str, reason: str) -> TokenRecord:
-        """Stop handing out and rotating this token; it stays revoked until the merchant authorizes again."""
+    def revoke(self, auth_app_id: str, reason: str) -> tuple[TokenRecord, bool]:
+        """Stop handing out and rotating this token; it stays revoked until the merchant authorizes
+        again. Returns the record and whether this call revoked it (False: it was already)."""
         record = self.store.mark_revoked(auth_app_id, reason)
+        if record is None:
+            return self.store.get_token(auth_app_id), False
         self.container.publisher.publish(
             events.REVOKED,
             auth_app_id=record.auth_app_id,
@@ -197,7 +203,7 @@ class Operations:
             reason=reason[:200],
             via="operator",
         )
-        return record
+        return record, True
 
     # -- authorizations ----------------------------------------------------------------------------
 

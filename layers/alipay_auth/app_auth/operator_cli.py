@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import textwrap
 import time
@@ -60,6 +61,7 @@ from .token_store import TokenRecord
 from .verification import Verified, VerifyReport
 
 PROG = "alipay-auth"
+_APP_ID = re.compile(r"[0-9]{6,32}")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -106,9 +108,9 @@ examples:
   alipay-auth --stack alipay-app-auth link create --ref customer-42
   alipay-auth --local tokens list
   alipay-auth --local tokens list --status needs_reauth --json | jq -r '.[].auth_app_id'
-  alipay-auth --local tokens show 2088000000000001
-  alipay-auth --local tokens refresh 2088000000000001
-  alipay-auth --local tokens revoke 2088000000000001 --reason "contract ended"
+  alipay-auth --local tokens show 2021000000000099
+  alipay-auth --local tokens refresh 2021000000000099
+  alipay-auth --local tokens revoke 2021000000000099 --reason "contract ended"
   echo "$CODE" | alipay-auth --local exchange-code - --ref customer-42
   alipay-auth --local replay
 """
@@ -351,7 +353,7 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         "console invitation): tie one with tokens claim",
     )
     shown = command(token_commands, "show", "one authorization, tokens masked", _tokens_show)
-    shown.add_argument("app_id", metavar="APP_ID", help="the merchant's auth_app_id")
+    shown.add_argument("app_id", metavar="APP_ID", type=_app_id, help="the merchant's auth_app_id")
     shown.add_argument(
         "--live", action="store_true", help="also ask Alipay now whether the token works and what it may do"
     )
@@ -362,7 +364,9 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         "needs_reauth those Alipay says no longer work",
         _tokens_verify,
     )
-    verified.add_argument("app_ids", nargs="*", metavar="APP_ID", help="merchant apps (default with --all)")
+    verified.add_argument(
+        "app_ids", nargs="*", metavar="APP_ID", type=_app_id, help="merchant apps (default with --all)"
+    )
     verified.add_argument("--all", action="store_true", help="every token still served")
     imported = command(
         token_commands,
@@ -394,12 +398,12 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         "tie an authorization that came with no reference to your customer",
         _tokens_claim,
     )
-    claimed.add_argument("app_id", metavar="APP_ID", help="the merchant's auth_app_id")
+    claimed.add_argument("app_id", metavar="APP_ID", type=_app_id, help="the merchant's auth_app_id")
     claimed.add_argument(
         "--ref", required=True, help="your reference for the merchant (1-128 of A-Z a-z 0-9 _ . : @ -)"
     )
     refreshed = command(token_commands, "refresh", "rotate a token now, due or not", _tokens_refresh)
-    refreshed.add_argument("app_id", metavar="APP_ID", help="the merchant's auth_app_id")
+    refreshed.add_argument("app_id", metavar="APP_ID", type=_app_id, help="the merchant's auth_app_id")
     revoked = command(
         token_commands,
         "revoke",
@@ -407,7 +411,7 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
         "stays: the merchant cancels it on their side)",
         _tokens_revoke,
     )
-    revoked.add_argument("app_id", metavar="APP_ID", help="the merchant's auth_app_id")
+    revoked.add_argument("app_id", metavar="APP_ID", type=_app_id, help="the merchant's auth_app_id")
     revoked.add_argument("--reason", default="revoked by an operator", help="recorded as last_error")
     tokens.set_defaults(handler=lambda args, target: _usage(tokens), needs_stack=False)
 
@@ -786,6 +790,13 @@ def _tokens_list(args: argparse.Namespace, target: Target) -> int:
     return EXIT_OK
 
 
+def _app_id(value: str) -> str:
+    """A merchant's auth_app_id as Alipay writes it (digits); anything else is a usage mistake."""
+    if not _APP_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a merchant app id (auth_app_id: digits)")
+    return value
+
+
 def _tokens_claim(args: argparse.Namespace, target: Target) -> int:
     record = _operations(target).claim(args.app_id, args.ref)
     _emit(args, record_dict(record), f"{record.auth_app_id} is tied to {record.isv_ref}")
@@ -909,8 +920,9 @@ _REFRESH_ANSWERS = {
 
 def _tokens_refresh(args: argparse.Namespace, target: Target) -> int:
     operations = _operations(target)
-    args.console.progress(f"refreshing {args.app_id} at Alipay ...")
-    result = operations.refresh(args.app_id)
+    result = operations.refresh(
+        args.app_id, starting=lambda: args.console.progress(f"refreshing {args.app_id} at Alipay ...")
+    )
     data = {
         "outcome": result.outcome,
         "before": record_dict(result.before),
@@ -928,12 +940,13 @@ def _tokens_refresh(args: argparse.Namespace, target: Target) -> int:
 
 
 def _tokens_revoke(args: argparse.Namespace, target: Target) -> int:
-    record = _operations(target).revoke(args.app_id, args.reason)
-    _emit(
-        args,
-        record_dict(record),
-        f"{record.auth_app_id} revoked: no longer served or rotated until the merchant authorizes again",
+    record, revoked_now = _operations(target).revoke(args.app_id, args.reason)
+    says = (
+        "revoked: no longer served or rotated until the merchant authorizes again"
+        if revoked_now
+        else f"was revoked already ({record.last_error or 'no reason recorded'}); nothing changed"
     )
+    _emit(args, record_dict(record), f"{record.auth_app_id} {says}")
     return EXIT_OK
 
 

@@ -508,12 +508,10 @@ class TokenStore:
             ExpressionAttributeValues={":ref": {"S": isv_ref}, ":now": {"N": num(self._clock())}},
         )
 
-    def mark_revoked(self, auth_app_id: str, reason: str) -> TokenRecord:
-        """Revocation is final until the merchant authorizes again; it leaves the due index."""
-        record = self._revoke(auth_app_id, reason, obtained_before=None)
-        if record is None:  # only a condition on the time can hold a revocation back
-            raise ConcurrentUpdate(f"merchant app {auth_app_id} was not revoked")
-        return record
+    def mark_revoked(self, auth_app_id: str, reason: str) -> TokenRecord | None:
+        """Revocation is final until the merchant authorizes again; it leaves the due index. None
+        when it is revoked already (its reason and version stay as they were)."""
+        return self._revoke(auth_app_id, reason, obtained_before=None)
 
     def revoke_if_obtained_before(
         self, auth_app_id: str, reason: str, cancelled_at: float
@@ -525,7 +523,7 @@ class TokenStore:
 
     def _revoke(self, auth_app_id: str, reason: str, *, obtained_before: float | None) -> TokenRecord | None:
         condition, values = (
-            "attribute_exists(pk)",
+            "attribute_exists(pk) AND #s <> :revoked",
             {
                 ":revoked": {"S": REVOKED.value},
                 ":reason": {"S": reason[:200]},
