@@ -7,9 +7,11 @@ as an operator's would. One test runs the installed script as a real process.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -595,3 +597,80 @@ def test_small_frictions_a_new_operator_hit(stack, cli):
     # An unknown merchant app is said before anything claims to be calling Alipay
     code, _, err = cli("tokens", "refresh", "2021000000000799")
     assert code == EXIT_NOT_FOUND and "at Alipay" not in err
+
+
+def test_an_import_killed_at_random_points_ends_with_every_row_stored_once(stack, tmp_path):
+    # Given 2,000 authorizations the ISV holds, and a local stack file whose pace lets them through
+    # quickly (the import goes at the stack's REFRESH_MAX_CALLS_PER_SECOND)
+    apps = [f"20210000{n:08d}" for n in range(2000)]
+    held = []
+    for first in range(0, len(apps), 500):
+        code = stack.emulator.authority.issue_code(stack.creds.app_id, apps[first : first + 500])
+        held += stack.emulator.authority.exchange_code(stack.creds.app_id, code)
+    rows = tmp_path / "tokens.jsonl"
+    with rows.open("w", encoding="utf-8") as out:
+        for token in held:
+            fields = {k: v for k, v in dataclasses.asdict(token).items() if k != "expires_in"}
+            out.write(json.dumps({**fields, "obtained_at": time.time() - 3600}) + "\n")
+    rows.chmod(0o600)
+    settings = stack.container.settings
+    environment = {
+        "TABLE_NAME": settings.table_name,
+        "TOKEN_STORE_ID": settings.token_store_id,
+        "SEALED_TABLE_NAME": settings.sealed_table_name,
+        "SECRET_ARN": settings.alipay_secret_id,
+        "STATE_SECRET_ARN": settings.state_secret_id,
+        "TOKEN_KMS_KEY_ID": settings.kms_key_id,
+        "EVENT_BUS_NAME": settings.event_bus_name,
+        "ALIPAY_ENVIRONMENT": settings.alipay_environment,
+        "REFRESH_MAX_CALLS_PER_SECOND": "1000",
+    }
+    local = tmp_path / "env.json"
+    endpoints = stack.aws.endpoints
+    write_local_stack_file(
+        local,
+        environment=environment,
+        endpoints={"default": endpoints.moto, "dynamodb": endpoints.dynamodb},
+        region=REGION,
+        api_url=stack.url,
+    )
+    command = [
+        str(ROOT / ".venv" / "bin" / "alipay-auth"),
+        "--local-file",
+        str(local),
+        "-q",
+        "tokens",
+        "import",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # When the import is killed three times at random points, then run to its end
+    rng = random.Random(20261202)
+    for _ in range(3):
+        run = subprocess.Popen(
+            [*command, str(rows)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(2.0, 5.0))  # after start-up, inside the import
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+    finished = subprocess.run(
+        [*command, str(rows), "--json"], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    # Then every row is stored exactly once, with the token the row brought, and nothing is invalid
+    assert finished.returncode == EXIT_OK, finished.stderr[-2000:]
+    report = json.loads(finished.stdout)
+    assert report["counts"].get("invalid", 0) == 0 and report["failed"] == []
+    assert sum(report["counts"].values()) == 2000
+    # The kills did interrupt it (some rows were stored before), and the last run resumed
+    assert report["counts"].get("already_stored", 0) > 0 and report["counts"].get("imported", 0) > 0
+    store = stack.container.store
+    records = [r for r in store.list_tokens() if r.auth_app_id.startswith("20210000")]
+    assert len(records) == 2000
+    assert {r.version for r in records} == {1}
+    by_app = {t.auth_app_id: t.app_auth_token for t in held}
+    for record in rng.sample(records, 100):
+        assert (
+            store.open_current(store.get_token(record.auth_app_id)).app_auth_token
+            == by_app[record.auth_app_id]
+        )
+    granted = [e for e in stack.published_events() if e["detail-type"] == "Authorization Granted"]
+    assert len(granted) <= 2000  # a killed run may lose an event; none is sent twice

@@ -573,7 +573,12 @@ def _aws_code(exc: BaseException) -> str:
 
 
 def _operations(target: Target) -> Operations:
-    container: Container = build_container(target.settings(), client=target.client)
+    # The pace at Alipay (imports, verification, refreshes) is the stack's when its environment says
+    container: Container = build_container(
+        target.settings(),
+        client=target.client,
+        refresh_policy=refresh.RefreshPolicy.from_env(target.environment),
+    )
     return Operations(container)
 
 
