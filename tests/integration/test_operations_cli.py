@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MERCHANT = "2021000000000701"
 
 
-@pytest.fixture
-def local_file(stack, tmp_path: Path) -> Path:
-    """The file `make serve` writes, for this test's stack (this process stands in for `serve`)."""
+def write_stack_file(stack, path: Path, **more: str) -> Path:
+    """The file `make serve` writes, for ``stack`` (this process stands in for `serve`); ``more``
+    adds to the functions' environment."""
     settings = stack.container.settings
     environment = {
         "TABLE_NAME": settings.table_name,
@@ -58,8 +58,8 @@ def local_file(stack, tmp_path: Path) -> Path:
         "REPLAY_QUEUE_URL": settings.replay_queue_url or "",
         "ALIPAY_ENVIRONMENT": settings.alipay_environment,
         "CALLBACK_URL": settings.callback_url or "",
+        **more,
     }
-    path = tmp_path / ".local-stack" / "env.json"
     endpoints = stack.aws.endpoints
     write_local_stack_file(
         path,
@@ -69,6 +69,11 @@ def local_file(stack, tmp_path: Path) -> Path:
         api_url=stack.url,
     )
     return path
+
+
+@pytest.fixture
+def local_file(stack, tmp_path: Path) -> Path:
+    return write_stack_file(stack, tmp_path / ".local-stack" / "env.json")
 
 
 class Cli:
@@ -613,27 +618,7 @@ def test_an_import_killed_at_random_points_ends_with_every_row_stored_once(stack
             fields = {k: v for k, v in dataclasses.asdict(token).items() if k != "expires_in"}
             out.write(json.dumps({**fields, "obtained_at": time.time() - 3600}) + "\n")
     rows.chmod(0o600)
-    settings = stack.container.settings
-    environment = {
-        "TABLE_NAME": settings.table_name,
-        "TOKEN_STORE_ID": settings.token_store_id,
-        "SEALED_TABLE_NAME": settings.sealed_table_name,
-        "SECRET_ARN": settings.alipay_secret_id,
-        "STATE_SECRET_ARN": settings.state_secret_id,
-        "TOKEN_KMS_KEY_ID": settings.kms_key_id,
-        "EVENT_BUS_NAME": settings.event_bus_name,
-        "ALIPAY_ENVIRONMENT": settings.alipay_environment,
-        "REFRESH_MAX_CALLS_PER_SECOND": "1000",
-    }
-    local = tmp_path / "env.json"
-    endpoints = stack.aws.endpoints
-    write_local_stack_file(
-        local,
-        environment=environment,
-        endpoints={"default": endpoints.moto, "dynamodb": endpoints.dynamodb},
-        region=REGION,
-        api_url=stack.url,
-    )
+    local = write_stack_file(stack, tmp_path / "env.json", REFRESH_MAX_CALLS_PER_SECOND="1000")
     command = [
         str(ROOT / ".venv" / "bin" / "alipay-auth"),
         "--local-file",

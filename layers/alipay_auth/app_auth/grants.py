@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from alipay_v3 import AlipayError, AppAuthorization, AppToken
+from alipay_v3 import AppAuthorization, AppToken
 
 from . import events
 from .crypto import DataKey
@@ -113,12 +113,17 @@ class Grants:
         if self._query is None:
             return None
         try:
-            answer = self._query(token.app_auth_token)
-            self._store.record_check(token.auth_app_id, token.app_auth_token, answer)
-        except (AlipayError, AppAuthError) as exc:
+            verdict = alipay_verdict(self._query, token.app_auth_token, token.auth_app_id)
+            if verdict.works is None or verdict.answer is None:
+                logger.warning(
+                    "the scope of merchant app %s could not be read: %s", token.auth_app_id, verdict.code
+                )
+                return None
+            self._store.record_check(token.auth_app_id, token.app_auth_token, verdict.answer)
+        except AppAuthError as exc:
             logger.warning("the scope of merchant app %s could not be read: %s", token.auth_app_id, exc.code)
             return None
-        return answer
+        return verdict.answer
 
 
 @dataclass
