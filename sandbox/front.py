@@ -118,7 +118,7 @@ def _match(template: str, path: str) -> dict[str, str] | None:
     return params
 
 
-IAM_ROUTES = ("/links", "/tokens/")
+IAM_ROUTES = ("/links", "/tokens")
 MAX_BODY = 1024 * 1024  # API Gateway's payload limit is larger; nothing of ours needs more
 DISCARD_AT_MOST = 16 * MAX_BODY  # of a body refused for its size; beyond, the connection just closes
 READ_TIMEOUT_SECONDS = 30.0  # API Gateway's own integration limit

@@ -1,4 +1,6 @@
-"""HTTP API adapter for the ISV's own services: ``GET /tokens/{auth_app_id}`` (IAM-authorized).
+"""HTTP API adapter for the ISV's own services (IAM-authorized): ``GET /tokens/{auth_app_id}``
+reads a merchant app's current token; ``GET /tokens?ref=R`` finds the merchant apps tied to the
+ISV's own reference R (no token in that answer).
 
 A function of its own because it is the only HTTP route that opens tokens: its role may decrypt
 them and read the table by key, and nothing else; the public callback function can seal a grant
@@ -17,8 +19,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from app_auth.container import get_container
-from app_auth.errors import AppAuthError, NotConfigured, NotFound, StorageError
-from app_auth.tokens import TokenUnusable, read_current_token
+from app_auth.errors import AppAuthError, InvalidRequest, NotConfigured, NotFound, StorageError
+from app_auth.links import check_isv_ref
+from app_auth.tokens import TokenUnusable, merchant_apps_for_ref, read_current_token
 
 logger = Logger(service="alipay-app-auth")
 copy_config_to_registered_loggers(source_logger=logger, include={"app_auth", "alipay_v3"})
@@ -29,6 +32,7 @@ _AUTH_APP_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")  # fullmatch: "$" would let a
 
 # Each refusal's status; a dependency or configuration failure is the service's, not the caller's.
 _STATUS: tuple[tuple[type[AppAuthError], int], ...] = (
+    (InvalidRequest, 400),
     (NotFound, 404),
     (TokenUnusable, 409),
     (NotConfigured, 503),
@@ -53,11 +57,20 @@ def _refusal(exc: AppAuthError) -> dict[str, Any]:
     return _json(status, {"code": exc.code, "message": exc.message})
 
 
+def _find(event: dict[str, Any]) -> dict[str, Any]:
+    ref = check_isv_ref((event.get("queryStringParameters") or {}).get("ref"))
+    if ref is None:
+        raise InvalidRequest("give ?ref=R, your reference for the customer", code="missing-ref")
+    return {"isv_ref": ref, "merchant_apps": merchant_apps_for_ref(get_container().store, ref)}
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    auth_app_id = (event.get("pathParameters") or {}).get("auth_app_id", "")
     try:
+        if event.get("routeKey") == "GET /tokens":
+            return _json(200, _find(event))
+        auth_app_id = (event.get("pathParameters") or {}).get("auth_app_id", "")
         if not _AUTH_APP_ID.fullmatch(auth_app_id):
             raise NotFound("no such merchant app")
         token = read_current_token(get_container().store, auth_app_id)

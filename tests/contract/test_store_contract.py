@@ -461,3 +461,21 @@ def test_claims_references_and_invitation_numbers(store: TokenStore, clock: Cloc
     again = store.save_authorization(token(n=2, at=clock.now), isv_app_id="isv", admission=Replace("shop-q"))
     assert again is not None
     assert (again.isv_ref, again.previous_isv_ref, again.out_biz_no) == ("shop-q", "shop-a", "INV-7")
+
+
+def test_a_reference_finds_its_authorizations_through_the_index(
+    store: TokenStore, flow: FlowStore, clock: Clock
+) -> None:
+    # Given two merchant apps of one customer, one of another, and a link state with the same ref
+    store.save_authorization(token("2088A"), isv_app_id="isv", admission=Replace("shop-1"))
+    store.save_authorization(token("2088B"), isv_app_id="isv", admission=Replace("shop-1"))
+    store.save_authorization(token("2088C"), isv_app_id="isv", admission=Replace("shop-2"))
+    flow.put_state("state-1", isv_ref="shop-1", expires_at=clock.now + 60)
+    # Then the reference finds exactly its token items, in order, and an unknown one finds none
+    assert [r.auth_app_id for r in store.tokens_for_ref("shop-1")] == ["2088A", "2088B"]
+    assert store.tokens_for_ref("shop-none") == []
+    # And an authorization tied to another customer since leaves the first one's answer
+    clock.advance(10)
+    store.save_authorization(token("2088B", 2, at=clock.now), isv_app_id="isv", admission=Replace("shop-2"))
+    assert [r.auth_app_id for r in store.tokens_for_ref("shop-1")] == ["2088A"]
+    assert [r.auth_app_id for r in store.tokens_for_ref("shop-2")] == ["2088B", "2088C"]

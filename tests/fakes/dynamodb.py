@@ -21,7 +21,11 @@ from botocore.exceptions import ClientError
 
 Item = dict[str, Any]
 KEY = ("pk", "sk")
-INDEXES = {"due": ("due_shard", "due_at"), "expiry": ("expiry_shard", "refresh_expires_at")}  # KEYS_ONLY
+INDEXES = {  # KEYS_ONLY, as the template's
+    "due": ("due_shard", "due_at"),
+    "expiry": ("expiry_shard", "refresh_expires_at"),
+    "ref": ("isv_ref", "sk"),
+}
 
 _TOKEN = re.compile(r"\s*(<=|>=|<>|[=<>(),+-]|[#:]?[A-Za-z_][A-Za-z0-9_]*)")
 

@@ -476,6 +476,10 @@ def test_authorizations_with_no_reference_are_listed_and_claimed(stack, cli):
     code, _, err = cli("tokens", "claim", "2021000000000709", "--ref", "shop-x")
     assert code == EXIT_NOT_NOW and "shop-9" in err
     assert cli.json("tokens", "list", "--unclaimed") == (EXIT_OK, [])
+    # And the customer's reference finds it (through the index), and only it
+    code, rows = cli.json("tokens", "list", "--ref", "shop-9")
+    assert code == EXIT_OK and [r["auth_app_id"] for r in rows] == ["2021000000000709"]
+    assert cli.json("tokens", "list", "--ref", "shop-none") == (EXIT_OK, [])
 
 
 def test_show_live_and_verify_ask_alipay_about_the_stored_token(stack, cli):

@@ -139,6 +139,8 @@ def test_only_the_readers_open_tokens_under_the_store_and_the_first_tables_name(
 def test_the_token_reader_reads_by_key_and_nothing_else(template: dict[str, Any]) -> None:
     table = f"arn:aws:dynamodb:ap-east-1:111122223333:table/{FIRST_TABLE}"
     assert allowed(template, "TokenReaderRole", "dynamodb:GetItem", table)
+    assert allowed(template, "TokenReaderRole", "dynamodb:Query", f"{table}/index/ref")
+    assert not allowed(template, "TokenReaderRole", "dynamodb:Query", f"{table}/index/due")
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:Scan"):
         assert not allowed(template, "TokenReaderRole", action, table), action
     assert not may_seal(template, "TokenReaderRole", TOKEN_CONTEXT)
@@ -146,6 +148,26 @@ def test_the_token_reader_reads_by_key_and_nothing_else(template: dict[str, Any]
         assert not any(_matches(s["Action"], action) for s in statements_for(template, "TokenReaderRole")), (
             action
         )
+
+
+def test_the_services_read_policy_reads_as_the_token_reader_does(template: dict[str, Any]) -> None:
+    # The ISV's services attach one managed policy: the reader function's table and key statements,
+    # the stack's outputs, and the two read routes; nothing that writes, seals or reads a secret.
+    shared = ("TokenItems", "FindByReference", "OpenTokens")
+    policy = template["Resources"]["TokenReadAccessPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    reader = template["Resources"]["TokenReaderPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert [s for s in policy if s["Sid"] in shared] == [s for s in reader if s["Sid"] in shared]
+    actions = {s["Sid"]: s["Action"] for s in policy}
+    assert actions == {
+        "TokenItems": "dynamodb:GetItem",
+        "FindByReference": "dynamodb:Query",
+        "OpenTokens": "kms:Decrypt",
+        "FindTheStack": "cloudformation:DescribeStacks",
+        "ReadRoutes": "execute-api:Invoke",
+    }
+    outputs = template["Outputs"]
+    assert outputs["TokenReadPolicyArn"]["Value"] == {"Ref": "TokenReadAccessPolicy"}
+    assert outputs["LayerArn"]["Value"] == {"Ref": "AlipayAuthLayer"}
 
 
 def test_every_table_action_granted_is_one_the_code_makes(template: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from alipay_v3.errors import ConfigError
 from app_auth.outcomes import CallbackOutcome
 from app_auth.refresh import RefreshPolicy
 from app_auth.settings import Settings
-from app_auth.token_store import DUE_INDEX, EXPIRY_INDEX
+from app_auth.token_store import DUE_INDEX, EXPIRY_INDEX, REF_INDEX
 from sandbox.front import load_function
 from sandbox.table import (
     TEMPLATE,
@@ -34,7 +34,7 @@ STORE_ID = {"Fn::Sub": "${AWS::StackName}/token-store"}
 WILDCARD_RESOURCE_ALLOWED: dict[str, str] = {}
 
 PUBLIC_ROUTES = {("GET", "/authorize"), ("GET", "/callback"), ("POST", "/notify")}
-IAM_ROUTES = {("GET", "/tokens/{auth_app_id}"), ("POST", "/links")}
+IAM_ROUTES = {("GET", "/tokens/{auth_app_id}"), ("GET", "/tokens"), ("POST", "/links")}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,7 @@ def test_table_definition_is_the_one_the_store_and_the_local_stack_use() -> None
             {"AttributeName": "due_at", "AttributeType": "N"},
             {"AttributeName": "expiry_shard", "AttributeType": "S"},
             {"AttributeName": "refresh_expires_at", "AttributeType": "N"},
+            {"AttributeName": "isv_ref", "AttributeType": "S"},
         ],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
@@ -123,6 +124,14 @@ def test_table_definition_is_the_one_the_store_and_the_local_stack_use() -> None
                 "KeySchema": [
                     {"AttributeName": "expiry_shard", "KeyType": "HASH"},
                     {"AttributeName": "refresh_expires_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
+            {
+                "IndexName": REF_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "isv_ref", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
             },
@@ -186,7 +195,9 @@ def test_every_function_runs_python313_on_arm64_with_the_shared_layer(template: 
     assert layer["Properties"]["ContentUri"] == "layers/alipay_auth/"
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    # A makefile build, so that the layer ships bytecode; the target is in the repository's Makefile.
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64", "ContextPath": "./"}
+    assert "\nbuild-AlipayAuthLayer:" in (ROOT / "Makefile").read_text(encoding="utf-8")
     assert (ROOT / "layers/alipay_auth/requirements.txt").is_file()
 
 
@@ -267,9 +278,10 @@ def test_routes_and_their_authorization(template: dict[str, Any]) -> None:
         for event in template["Resources"]["CallbackFunction"]["Properties"]["Events"].values()
     }
     assert set(load_function("callback").ROUTES) == callback_routes
-    assert callback_routes == {f"{method} {path}" for method, path in found} - {"GET /tokens/{auth_app_id}"}
-    (reader,) = template["Resources"]["TokenReaderFunction"]["Properties"]["Events"].values()
-    assert reader["Properties"]["Path"] == "/tokens/{auth_app_id}"
+    reads = {"GET /tokens/{auth_app_id}", "GET /tokens"}
+    assert callback_routes == {f"{method} {path}" for method, path in found} - reads
+    reader = template["Resources"]["TokenReaderFunction"]["Properties"]["Events"].values()
+    assert {f"{e['Properties']['Method']} {e['Properties']['Path']}" for e in reader} == reads
     api = template["Resources"]["HttpApi"]["Properties"]
     assert api["Auth"]["EnableIamAuthorizer"] is True
     assert "DefaultAuthorizer" not in api["Auth"]

@@ -71,13 +71,15 @@ class Operations:
         *,
         status: str | None = None,
         unclaimed: bool = False,
+        ref: str | None = None,
         on_page: Callable[[int], None] | None = None,
     ) -> Iterator[TokenRecord]:
-        """Every token item (optionally of one status, or with no ISV reference), page by page;
-        reads no sealed attribute."""
-        return self.store.list_tokens(
-            status=TokenStatus(status) if status else None, unclaimed=unclaimed, on_page=on_page
-        )
+        """Every token item (optionally of one status, with no ISV reference, or tied to the
+        reference ``ref``, found through its index), page by page; reads no sealed attribute."""
+        wanted = TokenStatus(status) if status else None
+        if ref is not None:
+            return (r for r in self.store.tokens_for_ref(ref) if wanted in (None, r.status))
+        return self.store.list_tokens(status=wanted, unclaimed=unclaimed, on_page=on_page)
 
     def describe(self, auth_app_id: str, *, live: bool = False) -> TokenView:
         """The stored authorization; with ``live``, beside what Alipay's query says of its token

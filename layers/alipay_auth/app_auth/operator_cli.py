@@ -346,11 +346,15 @@ def build_parser(secrets: Sequence[str] = ()) -> argparse.ArgumentParser:
     token_commands = tokens.add_subparsers(dest="tokens_command", metavar="COMMAND", parser_class=Parser)
     listed = command(token_commands, "list", "every stored authorization, tokens not shown", _tokens_list)
     listed.add_argument("--status", choices=STATUSES, help="only authorizations in this status")
-    listed.add_argument(
+    which = listed.add_mutually_exclusive_group()
+    which.add_argument(
         "--unclaimed",
         action="store_true",
         help="only authorizations no reference ties to a customer (they came by notification or a "
         "console invitation): tie one with tokens claim",
+    )
+    which.add_argument(
+        "--ref", help="only the authorizations tied to this reference of yours (an index, no scan)"
     )
     shown = command(token_commands, "show", "one authorization, tokens masked", _tokens_show)
     shown.add_argument("app_id", metavar="APP_ID", type=_app_id, help="the merchant's auth_app_id")
@@ -786,6 +790,7 @@ def _tokens_list(args: argparse.Namespace, target: Target) -> int:
         operations.list_tokens(
             status=args.status,
             unclaimed=args.unclaimed,
+            ref=args.ref,
             on_page=lambda n: say(f"{n} authorization(s) read ..."),
         )
     )

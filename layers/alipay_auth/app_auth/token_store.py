@@ -31,6 +31,8 @@ DUE_SHARDS = 4  # the due index is partitioned so that no single key takes every
 # Sparse too: every served token whose refresh token's expiry is known, by that expiry, so that the
 # least time left before any of them expires is one short query per shard, quarantined ones included.
 EXPIRY_INDEX = "expiry"
+# Sparse: items by the ISV's reference (sort key sk, so a query asks for token items only).
+REF_INDEX = "ref"
 _SEALED = frozenset({"current", "previous"})
 # What a listing reads: never the sealed pairs, so a listing needs no KMS and moves no secret.
 _LISTED = (
@@ -253,6 +255,26 @@ class TokenStore:
         if record is None:
             raise NotFound(f"no authorization stored for merchant app {auth_app_id}")
         return record
+
+    def tokens_for_ref(self, isv_ref: str) -> list[TokenRecord]:
+        """The authorizations tied to the ISV's reference ``isv_ref``, through the ref index; each
+        is read again by key, since an index is eventually consistent and holds keys only."""
+        kwargs: dict[str, Any] = {
+            "IndexName": REF_INDEX,
+            "KeyConditionExpression": "isv_ref = :ref AND sk = :token",
+            "ExpressionAttributeValues": {":ref": {"S": isv_ref}, ":token": {"S": "TOKEN"}},
+        }
+        records = []
+        while True:
+            page = self._table.call("query", **kwargs)
+            for key in page.get("Items", []):
+                item = self._table.get(key["pk"]["S"], "TOKEN")
+                record = None if item is None else TokenRecord.from_item(item)
+                if record is not None and record.isv_ref == isv_ref:  # not re-tied since indexed
+                    records.append(record)
+            if "LastEvaluatedKey" not in page:
+                return sorted(records, key=lambda r: r.auth_app_id)
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def open_current(self, record: TokenRecord) -> TokenPair:
         return self._open(record, "current")

@@ -6,10 +6,13 @@ Lambdas in the same account call ``get_app_auth_token``; others use the IAM-prot
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from .errors import AppAuthError
+from .errors import AppAuthError, NotConfigured
 from .token_store import SERVED, TokenStore
 
 
@@ -68,8 +71,62 @@ def read_current_token(store: TokenStore, auth_app_id: str) -> CurrentToken:
     )
 
 
-def get_app_auth_token(auth_app_id: str) -> str:
-    """For Lambdas of the same account with this layer: the token to send as alipay-app-auth-token."""
-    from .container import get_container  # built on first use, from the function's environment
+def merchant_apps_for_ref(store: TokenStore, isv_ref: str) -> list[dict[str, Any]]:
+    """The merchant apps tied to the ISV's reference, and whether each token may be used; no token
+    is opened: a service reads the one it needs by its auth_app_id."""
+    return [
+        {
+            "auth_app_id": record.auth_app_id,
+            "user_id": record.user_id,
+            "status": str(record.status),
+            "usable": record.status in SERVED,
+            "version": record.version,
+            "obtained_at": int(record.obtained_at),
+        }
+        for record in store.tokens_for_ref(isv_ref)
+    ]
 
-    return read_current_token(get_container().store, auth_app_id).app_auth_token
+
+# The stack outputs that locate the tokens, and the reader's settings they become.
+_LOCATION = ("TableName", "TokenStoreId", "SealedTableName", "KmsKeyArn")
+STACK_VARIABLE = "ALIPAY_AUTH_STACK"
+
+
+def store_for_stack(stack_name: str, client: Callable[[str], Any] | None = None) -> TokenStore:
+    """A read-only view of a deployed stack's tokens, found through its outputs; what the stack's
+    ``TokenReadPolicyArn`` policy grants is all it needs."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .aws import AwsClients
+    from .crypto import EnvelopeCipher
+    from .schedule import RotationSchedule
+    from .table import Table
+
+    clients = AwsClients(client)
+    try:
+        [stack] = clients["cloudformation"].describe_stacks(StackName=stack_name)["Stacks"]
+    except (BotoCoreError, ClientError) as exc:
+        raise NotConfigured(f"the stack {stack_name} could not be read; is the region right?") from exc
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    missing = [key for key in _LOCATION if not outputs.get(key)]
+    if missing:
+        raise NotConfigured(f"the stack {stack_name} has no output {', '.join(missing)}: deploy this release")
+    table_name, store_id, sealed_table, key = (outputs[k] for k in _LOCATION)
+    cipher = EnvelopeCipher(clients.deferred("kms"), key, store_id, legacy_table=sealed_table)
+    return TokenStore(Table(clients.deferred("dynamodb"), table_name), cipher, RotationSchedule())
+
+
+@cache
+def _store(stack_name: str | None) -> TokenStore:
+    if stack_name:
+        return store_for_stack(stack_name)
+    from .container import get_container  # this stack's own functions: their environment says where
+
+    return get_container().store
+
+
+def get_app_auth_token(auth_app_id: str, *, stack: str | None = None) -> str:
+    """The token to send as alipay-app-auth-token. In a Lambda with this layer it needs only the
+    stack's name (``stack``, or the ALIPAY_AUTH_STACK variable) and the stack's TokenReadPolicyArn;
+    the stack's own functions find it through their environment."""
+    return read_current_token(_store(stack or os.environ.get(STACK_VARIABLE)), auth_app_id).app_auth_token
