@@ -154,7 +154,7 @@ def test_an_unexpected_error_names_its_type_only():
 def test_an_aws_error_is_one_line_without_a_stack_trace(capsys, monkeypatch):
     class Session:
         def __init__(self, **kwargs: Any) -> None:
-            pass
+            self.region_name = kwargs.get("region_name") or "ap-east-1"
 
         def client(self, service: str, **kwargs: Any) -> Any:
             return FakeCloudFormation(error="AccessDenied")
@@ -162,6 +162,21 @@ def test_an_aws_error_is_one_line_without_a_stack_trace(capsys, monkeypatch):
     assert main(["--stack", "prod", "tokens", "list"], environ={}, session_factory=Session) == EXIT_AWS
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "AccessDenied" in err and "Traceback" not in err  # progress + error
+
+
+def test_a_stack_with_no_region_known_is_a_usage_error_that_says_how_to_give_one(capsys):
+    class Session:
+        region_name = None
+
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        def client(self, service: str, **kwargs: Any) -> Any:
+            raise AssertionError("no AWS call without a region")
+
+    assert main(["--stack", "prod", "tokens", "list"], environ={}, session_factory=Session) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--region" in err and "AWS_REGION" in err and "Traceback" not in err
 
 
 # -- finding the stack ---------------------------------------------------------------------------

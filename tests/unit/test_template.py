@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -486,3 +487,12 @@ def test_outputs(template: dict[str, Any]) -> None:
     }
     assert template["Outputs"]["CallbackUrl"]["Value"]["Fn::Sub"].endswith("/callback")
     assert template["Outputs"]["NotifyUrl"]["Value"]["Fn::Sub"].endswith("/notify")
+
+
+def test_the_stack_named_in_the_readme_and_the_cli_is_one_samconfig_deploys() -> None:
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "samconfig.toml").read_text(encoding="utf-8"))
+    deployed = {env["global"]["parameters"]["stack_name"] for env in config.values() if isinstance(env, dict)}
+    texts = [root / "README.md", root / "layers/alipay_auth/app_auth/operator_cli.py"]
+    named = {m for path in texts for m in re.findall(r"--stack (alipay-[a-z0-9-]+)", path.read_text("utf-8"))}
+    assert named and named <= deployed, named - deployed

@@ -103,9 +103,9 @@ _FUNCTION_RESOURCE = "CallbackFunction"  # its environment is the superset the o
 
 EXAMPLES = """\
 examples:
-  alipay-auth --stack alipay-app-auth keys import --app-id 2021004100000001 \\
+  alipay-auth --stack alipay-app-auth-prod keys import --app-id 2021004100000001 \\
       --private-key app_private_key.txt --alipay-public-key alipay_public_key.txt
-  alipay-auth --stack alipay-app-auth link create --ref customer-42
+  alipay-auth --stack alipay-app-auth-prod link create --ref customer-42
   alipay-auth --local tokens list
   alipay-auth --local tokens list --status needs_reauth --json | jq -r '.[].auth_app_id'
   alipay-auth --local tokens show 2021000000000099
@@ -536,6 +536,12 @@ def _resolve(
             session = make_session(region_name=args.region, profile_name=args.profile)
         except BotoCoreError as exc:  # e.g. an unknown profile
             raise Failure(EXIT_USAGE, f"AWS session: {exc}") from None
+        if not session.region_name:
+            raise Failure(
+                EXIT_USAGE,
+                f"which region is the stack {stack} in? Give --region (the one `sam deploy` used, in "
+                "samconfig.toml), or set AWS_REGION or a region in your AWS profile",
+            )
         return stack_target(stack, session, args.console.progress)
     return environment_target(environ)
 
