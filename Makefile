@@ -3,7 +3,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test test-fast lint format bench clean template-check demo serve security load
+.PHONY: help setup test test-fast lint format bench clean template-check demo serve security load build deploy \
+	build-AlipayAuthLayer
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,17 +49,39 @@ security: ## bandit and pip-audit (scripts/security.sh, own virtualenv), then th
 clean: ## remove build and test artefacts (keeps .venv and node_modules)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
+# The repository's root, wherever make runs: sam runs build-AlipayAuthLayer in a scratch copy of the layer.
+ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
+# sam builds the python3.13 functions with the python3.13 it finds on PATH; where python3 is not
+# 3.13 (or a pyenv shim that refuses to run it), the one scripts/python313.sh finds goes first.
+PY313 = $(shell . "$(ROOT)/scripts/python313.sh" && find_python313)
+SAM_PATH = PATH="$(dir $(PY313)):$(ROOT)/.venv-sam/bin:$$PATH"
+# The template's BuildArchitecture (AlipayAuthLayer's Metadata).
+LAYER_ARCH := arm64
+
 # Offline: dummy credentials and an endpoint on a closed local port, so nothing here can reach AWS.
-TEMPLATE_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline \
-	AWS_SECRET_ACCESS_KEY=offline AWS_ENDPOINT_URL=http://127.0.0.1:9 PATH="$(abspath .venv-sam/bin):$$PATH"
+TEMPLATE_ENV = SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline \
+	AWS_SECRET_ACCESS_KEY=offline AWS_ENDPOINT_URL=http://127.0.0.1:9 $(SAM_PATH)
 
 template-check: ## lint, build and scan template.yaml (sam, cfn-lint, checkov; installs them on first use)
 	./scripts/setup-sam.sh
 	$(TEMPLATE_ENV) sam validate --lint --template-file template.yaml
 	$(TEMPLATE_ENV) cfn-lint template.yaml
 	$(TEMPLATE_ENV) sam build --template-file template.yaml
-	@# This machine is x86_64: prove that sam fetched aarch64 wheels (ELF e_machine 0xB7) for the layer.
-	.venv-sam/bin/python -c 'import glob, sys; so = glob.glob(".aws-sam/build/AlipayAuthLayer/python/**/*.so", recursive=True); \
-		bad = [p for p in so if open(p, "rb").read(20)[18:20] != b"\xb7\x00"]; \
-		sys.exit(f"layer has no native code or non-aarch64 code: {bad}") if bad or not so else print(len(so), "native libraries, all aarch64")'
+	@# This machine is x86_64: prove that the layer holds aarch64 wheels (ELF e_machine 0xB7) and that
+	@# every module has its unchecked-hash cpython-313 .pyc.
+	.venv-sam/bin/python scripts/check_layer.py .aws-sam/build/AlipayAuthLayer --arch aarch64
 	.venv-checkov/bin/checkov --skip-download --compact -f template.yaml --framework cloudformation
+
+build: ## sam build for arm64: the functions, and the layer with its bytecode (scripts/build-layer.sh)
+	@test -n "$(PY313)" || { echo "no Python 3.13 found: set PYTHON=/path/to/python3.13" >&2; exit 1; }
+	./scripts/setup-sam.sh
+	SAM_CLI_TELEMETRY=0 $(SAM_PATH) sam build --template-file template.yaml
+
+deploy: build ## build, then sam deploy with samconfig.toml (CONFIG_ENV=prod for prod; GUIDED=1 asks everything)
+	SAM_CLI_TELEMETRY=0 $(SAM_PATH) sam deploy $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV)) $(if $(GUIDED),--guided)
+
+# Run by `sam build` (the layer's BuildMethod: makefile) in its copy of layers/alipay_auth, with
+# ARTIFACTS_DIR the layer's build directory.
+build-AlipayAuthLayer:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set: sam build sets it (run make build)" >&2; exit 1; }
+	"$(ROOT)/scripts/build-layer.sh" . "$(ARTIFACTS_DIR)" $(LAYER_ARCH)
