@@ -32,7 +32,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from alipay_v3 import AlipayConfig, mask
+from alipay_v3 import AlipayConfig, ConfigError, mask
 from app_auth.local_stack import LOCAL_STACK_FILE, named_local_stack_file, write_local_stack_file
 
 from .aws_standins import REGION, LocalAws
@@ -230,6 +230,19 @@ def configure_logging(*, debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def config_problem(path: Path) -> str | None:
+    """Why an Alipay configuration file cannot be used, in one line (None: it loads)."""
+    try:
+        AlipayConfig.from_mapping(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"not JSON ({exc}); README.md, 'The Alipay configuration', shows its fields"
+    except ConfigError as exc:
+        return exc.message
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["demo", "serve"], nargs="?", default="demo")
@@ -241,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "the scripted demo drives the emulator's consent page; use 'serve --config FILE' with a real gateway"
         )
+    if args.config and (problem := config_problem(args.config)):
+        parser.error(f"{args.config}: {problem}")  # before any stand-in starts: one line, exit 2
     try:
         with running_stack(args.config, log_level="DEBUG" if args.debug else "WARNING") as run:
             if args.mode == "demo":

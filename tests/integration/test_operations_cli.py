@@ -210,6 +210,10 @@ def test_exchange_code_stores_the_tokens_like_the_callback(stack, cli, monkeypat
 def test_exchange_of_an_unknown_code_exits_1_with_a_fresh_link(cli):
     exit_code, result = cli.json("exchange-code", "0123456789abcdef0123456789abcdef")
     assert exit_code == EXIT_FAILED and result["outcome"] == "code_spent" and result["fresh_link"]
+    # In text: what happened, no dangling list, no log record, and the new link said to be new
+    exit_code, out, err = cli("exchange-code", "fedcba9876543210fedcba9876543210")
+    assert exit_code == EXIT_FAILED and out.strip() and ": -" not in out and "{" not in out + err
+    assert "a new link was created for the merchant" in err
     exit_code, _, err = cli("exchange-code", "not a code")
     assert exit_code == EXIT_USAGE and "malformed" in err and "not a code" not in err
 

@@ -1,5 +1,6 @@
 """Key formats as people paste them, and the certificate SN rules."""
 
+import base64
 import datetime as dt
 
 import pytest
@@ -50,6 +51,16 @@ def test_pkcs8_body_under_pkcs1_label_is_tolerated(creds):
 def test_private_key_errors_are_actionable(text, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_private_key(text)
+
+
+@pytest.mark.parametrize("load", [load_private_key, load_public_key])
+def test_a_key_copied_in_part_is_said_to_be_cut_short(creds, load):
+    pem = private_pem(creds.app_key, pkcs8=True) if load is load_private_key else public_pem(creds.app_key)
+    der = base64.b64decode(pem_body(pem))
+    cut = base64.b64encode(der[: len(der) // 2 // 3 * 3]).decode()  # whole base64 groups: decodes
+    with pytest.raises(ConfigError, match=f"is cut short: the key says it is {len(der)} bytes") as caught:
+        load(cut)
+    assert cut[20:60] not in caught.value.message
 
 
 def test_public_key_in_private_key_field_is_named(creds):

@@ -106,6 +106,24 @@ def der_structure(der: bytes) -> str:
     return structures.get(tuple(tags), "unknown")
 
 
+def _cut_short(der: bytes, what: str) -> str | None:
+    """What to say of a key whose outer DER SEQUENCE claims more bytes than the text holds: the
+    usual copy-and-paste mistake of a key copied in part (None: not that)."""
+    if len(der) < 2 or der[0] != 0x30:
+        return None
+    long_form = bool(der[1] & 0x80)  # X.690 8.1.3: the length's own size, then the length
+    size = der[1] & 0x7F if long_form else 0
+    if (long_form and not 0 < size <= 4) or len(der) < 2 + size:
+        return None
+    declared = 2 + size + (int.from_bytes(der[2 : 2 + size], "big") if long_form else der[1])
+    if declared <= len(der):
+        return None
+    return (
+        f"{what} is cut short: the key says it is {declared} bytes, the text holds {len(der)}; copy the "
+        "whole key, from -----BEGIN to -----END (or the whole base64 line)"
+    )
+
+
 def same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
     """Whether two RSA public keys are one key, however each was encoded."""
     return a.public_numbers() == b.public_numbers()
@@ -124,7 +142,9 @@ def load_private_key(text: str) -> LoadedPrivateKey:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(
-            "private_key could not be parsed as an RSA private key (PKCS#1 or PKCS#8)", field="private_key"
+            _cut_short(der, "private_key")
+            or "private_key could not be parsed as an RSA private key (PKCS#1 or PKCS#8)",
+            field="private_key",
         ) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(
@@ -153,7 +173,9 @@ def load_public_key(text: str, what: str = "alipay_public_key") -> LoadedPublicK
             raise ConfigError(
                 f"{what} holds a private key; never share it, and use the public key here", field=what
             ) from None
-        raise ConfigError(f"{what} could not be parsed as an RSA public key", field=what) from exc
+        raise ConfigError(
+            _cut_short(der, what) or f"{what} could not be parsed as an RSA public key", field=what
+        ) from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError(f"{what} is not an RSA key", field=what)
     # From the DER, not the label: a bare base64 body has none, and a label can be wrong.

@@ -990,12 +990,16 @@ def _exchange_code(args: argparse.Namespace, target: Target) -> int:
         "repeated": result.repeated,
         "fresh_link": result.fresh_link,
     }
-    text = f"{ANSWERS[result.outcome].operator_says}: {', '.join(result.auth_app_ids) or '-'}"
+    text = ANSWERS[result.outcome].operator_says
+    if result.auth_app_ids:
+        text += f": {', '.join(result.auth_app_ids)}"
     if result.repeated:
         text += " (this code was handled before; nothing was exchanged again)"
     _emit(args, data, text)
     if result.fresh_link and not args.json:
-        args.console.progress(f"a new link for the merchant: {result.fresh_link}")
+        args.console.progress(
+            f"a new link was created for the merchant (the old one is used up): {result.fresh_link}"
+        )
     return _EXCHANGE_EXIT[result.outcome]
 
 
