@@ -485,8 +485,40 @@ def test_outputs(template: dict[str, Any]) -> None:
         "ReplayQueueUrl",
         "KmsKeyArn",
     }
-    assert template["Outputs"]["CallbackUrl"]["Value"]["Fn::Sub"].endswith("/callback")
-    assert template["Outputs"]["NotifyUrl"]["Value"]["Fn::Sub"].endswith("/notify")
+    # Each URL is the custom domain's when one is set, else the API's own; both end alike.
+    for name, path in (
+        ("CallbackUrl", "/callback"),
+        ("NotifyUrl", "/notify"),
+        ("AuthorizeUrl", "/authorize"),
+    ):
+        condition, custom, own = template["Outputs"][name]["Value"]["Fn::If"]
+        assert condition == "HasCustomDomain" and custom == {"Fn::Sub": f"https://${{DomainName}}{path}"}
+        assert own["Fn::Sub"].startswith("https://${HttpApi}.execute-api.") and own["Fn::Sub"].endswith(path)
+
+
+def test_a_custom_domain_maps_the_api_and_becomes_the_callback_url(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    assert (
+        resources["ApiDomain"]["Condition"] == resources["ApiDomainMapping"]["Condition"] == "HasCustomDomain"
+    )
+    assert resources["ApiDomainMapping"]["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+    [config] = resources["ApiDomain"]["Properties"]["DomainNameConfigurations"]
+    assert (
+        config["CertificateArn"] == {"Ref": "DomainCertificateArn"} and config["SecurityPolicy"] == "TLS_1_2"
+    )
+    rule = template["Rules"]["CustomDomainNeedsCertificate"]
+    assert rule["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DomainCertificateArn"}, ""]}]
+    }
+    # The callback function redirects to the URL the console has: the given one, else the domain's
+    callback_url = resources["CallbackFunction"]["Properties"]["Environment"]["Variables"]["CALLBACK_URL"]
+    assert callback_url == {
+        "Fn::If": [
+            "HasCallbackUrl",
+            {"Ref": "CallbackUrl"},
+            {"Fn::If": ["HasCustomDomain", {"Fn::Sub": "https://${DomainName}/callback"}, ""]},
+        ]
+    }
 
 
 def test_the_stack_named_in_the_readme_and_the_cli_is_one_samconfig_deploys() -> None:
