@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -33,13 +35,15 @@ from urllib.parse import urljoin
 import requests
 
 from alipay_v3 import AlipayConfig, ConfigError, mask
+from app_auth.importing import ImportReport
 from app_auth.local_stack import LOCAL_STACK_FILE, named_local_stack_file, write_local_stack_file
+from app_auth.operations import Operations
 
 from .aws_standins import REGION, LocalAws
 from .credentials import DevCredentials
 from .emulator import Emulator
 from .front import Front
-from .stack import provision
+from .stack import observe_events, provision
 
 HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 CONSENT_PAGE = "/oauth2/appToAppAuth.htm"
@@ -188,7 +192,68 @@ def demo(run: Running) -> None:
     check(revoked.status_code == 409, "the token is still served after the cancellation")
     say(f"   GET /tokens/{app_id} -> {revoked.status_code} {revoked.json()['code']}: it must authorize again")
 
-    say("\nDone: link, consent, callback, storage, rotation and cancellation all worked on the local stack.")
+    say("\n6. The ISV brings two merchants it already holds tokens for (alipay-auth tokens import FILE)")
+    imported, received = import_held_merchants(run)
+    say(
+        f"   {imported.counts.get('imported', 0)} imported after Alipay's query said valid; refused: "
+        + "; ".join(f"line {row['line']} {row['auth_app_id']} ({row['reason']})" for row in imported.invalid)
+    )
+    say("   the events the ISV's services receive on the stack's bus (an EventBridge rule to a queue):")
+    for event in received:
+        detail = event["detail"]
+        say(
+            f"   - {event['detail-type']}: {detail['auth_app_id']}, ref {detail.get('isv_ref')}, via {detail.get('via')}"
+        )
+
+    say(
+        "\nDone: link, consent, callback, storage, rotation, cancellation and import all worked on the local"
+        " stack. Next: `make serve` keeps it running and prints a link to open in your browser."
+    )
+
+
+def import_held_merchants(run: Running) -> tuple[ImportReport, list[dict[str, Any]]]:
+    """Two rows an ISV might hold: one Alipay still honours, one it does not know."""
+    if run.emulator is None or run.creds is None:
+        raise DemoFailed("the import step needs the emulator")
+    queue = observe_events(run.aws, run.env["EVENT_BUS_NAME"], name="demo-isv-service")
+    code = run.emulator.authority.issue_code(run.creds.app_id, ["2021000000000801"])
+    [held] = run.emulator.authority.exchange_code(run.creds.app_id, code)
+    rows = [
+        {
+            "auth_app_id": held.auth_app_id,
+            "app_auth_token": held.app_auth_token,
+            "app_refresh_token": held.app_refresh_token,
+            "isv_ref": "existing-shop-1",
+        },
+        {
+            "auth_app_id": "2021000000000802",
+            "app_auth_token": "202612BB" + secrets.token_hex(16),
+            "app_refresh_token": "202612BB" + secrets.token_hex(16),
+            "isv_ref": "existing-shop-2",
+        },
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tokens.jsonl"
+        path.touch(mode=0o600)
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        report = Operations(run.container()).import_file(path)
+    check(
+        report.counts.get("imported") == 1 and len(report.invalid) == 1,
+        f"the import ended {report.as_dict()}",
+    )
+    sqs = run.aws.client("sqs")
+    received: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            received.append(json.loads(message["Body"]))
+    check(
+        [e["detail"]["auth_app_id"] for e in received] == [held.auth_app_id],
+        "the import's event did not reach the bus",
+    )
+    return report, received
 
 
 def _records(run: Running) -> list[dict[str, Any]]:

@@ -78,3 +78,16 @@ def provision(
     if success_redirect_url:
         env["SUCCESS_REDIRECT_URL"] = success_redirect_url
     return Provisioned(Settings.from_env(env), env)
+
+
+def observe_events(aws: LocalAws, bus: str, name: str = "observed-events") -> str:
+    """An SQS queue ``name`` that receives every event the stack publishes on ``bus``, as an ISV's
+    service would through an EventBridge rule; its URL."""
+    events, sqs = aws.client("events"), aws.client("sqs")
+    queue_url: str = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps({"source": ["alipay-app-auth"]}))
+    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+    return queue_url

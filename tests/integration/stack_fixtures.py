@@ -22,7 +22,7 @@ from sandbox.aws_standins import LocalAws
 from sandbox.credentials import DevCredentials
 from sandbox.emulator import Emulator
 from sandbox.front import Front, load_function
-from sandbox.stack import provision
+from sandbox.stack import observe_events, provision
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,20 +78,6 @@ class Stack:
         for page in dynamodb.get_paginator("scan").paginate(TableName=self.container.settings.table_name):
             items.extend(page["Items"])
         return items
-
-
-def observe_events(aws: LocalAws, bus: str) -> str:
-    """An SQS queue that receives every event the stack publishes on ``bus``; its URL."""
-    events, sqs = aws.client("events"), aws.client("sqs")
-    queue_url: str = sqs.create_queue(QueueName="observed-events")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events.put_rule(
-        Name="observe", EventBusName=bus, EventPattern=json.dumps({"source": ["alipay-app-auth"]})
-    )
-    events.put_targets(Rule="observe", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
-    return queue_url
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,11 @@ def test_make_demo_walks_the_whole_lifecycle_and_exits_0():
         "3. Stored",
         "4. Rotation",
         "5. The merchant cancels",
+        "6. The ISV brings two merchants",
+        "1 imported after Alipay's query said valid; refused: line 2 2021000000000802",
+        "- Authorization Granted: 2021000000000801, ref existing-shop-1, via import",
         "Done:",
+        "make serve",
     ):
         assert step in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
