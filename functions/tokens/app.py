@@ -3,7 +3,7 @@ reads a merchant app's current token; ``GET /tokens?ref=R`` finds the merchant a
 ISV's own reference R (no token in that answer).
 
 A function of its own because it is the only HTTP route that opens tokens: its role may decrypt
-them and read the table by key, and nothing else; the public callback function can seal a grant
+them, read the table by key and query its ref index, and nothing else; the public callback function can seal a grant
 but never open one. Answers are JSON; nothing escapes as a bare 500.
 """
 

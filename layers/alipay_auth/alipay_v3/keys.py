@@ -76,6 +76,19 @@ def _der_from_text(text: str, what: str) -> tuple[bytes, str, str | None]:
     return der, encoding, label
 
 
+def _der_header(der: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the content of the DER element at ``pos`` starts, and the length its header declares
+    (X.690 8.1.3: one byte, or a byte giving the size of the length, then the length); None when
+    the bytes end inside the header."""
+    if pos + 1 >= len(der):
+        return None
+    first = der[pos + 1]
+    if not first & 0x80:
+        return pos + 2, first
+    start = pos + 2 + (first & 0x7F)
+    return None if start > len(der) else (start, int.from_bytes(der[pos + 2 : start], "big"))
+
+
 def _element_tags(der: bytes, count: int = 2) -> list[int]:
     """The tags of the first ``count`` elements inside the outer SEQUENCE, as far as the bytes go."""
     if len(der) < 2 or der[0] != 0x30:
@@ -84,11 +97,11 @@ def _element_tags(der: bytes, count: int = 2) -> list[int]:
     tags: list[int] = []
     while len(tags) < count and pos + 1 < len(der):
         tags.append(der[pos])
-        length, pos = der[pos + 1], pos + 2
-        if length & 0x80:
-            size = length & 0x7F
-            length, pos = int.from_bytes(der[pos : pos + size], "big"), pos + size
-        pos += length
+        header = _der_header(der, pos)
+        if header is None:
+            break
+        start, length = header
+        pos = start + length
     return tags
 
 
@@ -109,13 +122,10 @@ def der_structure(der: bytes) -> str:
 def _cut_short(der: bytes, what: str) -> str | None:
     """What to say of a key whose outer DER SEQUENCE claims more bytes than the text holds: the
     usual copy-and-paste mistake of a key copied in part (None: not that)."""
-    if len(der) < 2 or der[0] != 0x30:
+    header = _der_header(der, 0) if der[:1] == b"\x30" else None
+    if header is None or header[0] > 6:  # a key's length takes at most 4 bytes
         return None
-    long_form = bool(der[1] & 0x80)  # X.690 8.1.3: the length's own size, then the length
-    size = der[1] & 0x7F if long_form else 0
-    if (long_form and not 0 < size <= 4) or len(der) < 2 + size:
-        return None
-    declared = 2 + size + (int.from_bytes(der[2 : 2 + size], "big") if long_form else der[1])
+    declared = sum(header)
     if declared <= len(der):
         return None
     return (

@@ -116,17 +116,18 @@ def store_for_stack(stack_name: str, client: Callable[[str], Any] | None = None)
     return TokenStore(Table(clients.deferred("dynamodb"), table_name), cipher, RotationSchedule())
 
 
-@cache
-def _store(stack_name: str | None) -> TokenStore:
-    if stack_name:
-        return store_for_stack(stack_name)
-    from .container import get_container  # this stack's own functions: their environment says where
-
-    return get_container().store
+_store_for_stack = cache(store_for_stack)  # one per stack and execution environment
 
 
 def get_app_auth_token(auth_app_id: str, *, stack: str | None = None) -> str:
     """The token to send as alipay-app-auth-token. In a Lambda with this layer it needs only the
     stack's name (``stack``, or the ALIPAY_AUTH_STACK variable) and the stack's TokenReadPolicyArn;
     the stack's own functions find it through their environment."""
-    return read_current_token(_store(stack or os.environ.get(STACK_VARIABLE)), auth_app_id).app_auth_token
+    stack = stack or os.environ.get(STACK_VARIABLE)
+    if stack:
+        store = _store_for_stack(stack)
+    else:
+        from .container import get_container  # built once, from the function's environment
+
+        store = get_container().store
+    return read_current_token(store, auth_app_id).app_auth_token
